@@ -1,0 +1,118 @@
+//! The store's typed errors. Callers decide retry versus give-up with [`StoreError::is_transient`].
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use serde::Serialize;
+
+use crate::models::OrderStatus;
+
+/// One invalid field, named as clients name it (camelCase).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Order not found: {0}")]
+    NotFound(String),
+    #[error("Invalid status transition from {from} to {to}")]
+    InvalidTransition { from: OrderStatus, to: OrderStatus },
+    #[error("Cannot cancel order in status: {0}")]
+    CannotCancel(OrderStatus),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Validation failed")]
+    Validation(Vec<FieldError>),
+    /// The database cannot be reached or is shedding load: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later without any change to its input.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Messages of server errors that end the connection or shed load. diesel-async keeps only
+/// the message of errors it maps to `Unknown`, so the SQLSTATE classes 08, 53, 57 and 40
+/// (connection, resources, operator intervention, rollback) are recognised by their text.
+const TRANSIENT_SERVER_MESSAGES: &[&str] = &[
+    "terminating connection",
+    "the database system is",
+    "too many connections",
+    "remaining connection slots",
+    "deadlock detected",
+    "could not serialize",
+    "canceling statement due to",
+    "server closed the connection",
+    "connection reset",
+    "connection refused",
+];
+
+impl From<DieselError> for StoreError {
+    fn from(error: DieselError) -> Self {
+        match &error {
+            DieselError::NotFound => StoreError::NotFound(String::new()),
+            DieselError::DatabaseError(kind, info) => match kind {
+                DatabaseErrorKind::UnableToSendCommand
+                | DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::SerializationFailure
+                | DatabaseErrorKind::ReadOnlyTransaction => {
+                    StoreError::Unavailable(info.message().to_owned())
+                }
+                _ if is_transient_message(info.message()) => {
+                    StoreError::Unavailable(info.message().to_owned())
+                }
+                _ => StoreError::Other(Box::new(error)),
+            },
+            DieselError::BrokenTransactionManager => StoreError::Unavailable(error.to_string()),
+            _ => StoreError::Other(Box::new(error)),
+        }
+    }
+}
+
+fn is_transient_message(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    TRANSIENT_SERVER_MESSAGES
+        .iter()
+        .any(|m| message.contains(m))
+}
+
+impl From<diesel::ConnectionError> for StoreError {
+    fn from(error: diesel::ConnectionError) -> Self {
+        // Bad credentials or an unknown database are as unreachable as a closed port:
+        // the fix is outside this process, and retrying lets it recover once it is made.
+        StoreError::Unavailable(error.to_string())
+    }
+}
+
+impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for StoreError {
+    fn from(error: bb8::RunError<diesel_async::pooled_connection::PoolError>) -> Self {
+        match error {
+            bb8::RunError::TimedOut => {
+                StoreError::Unavailable("timed out waiting for a database connection".into())
+            }
+            bb8::RunError::User(e) => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<diesel_migrations::MigrationError> for StoreError {
+    fn from(error: diesel_migrations::MigrationError) -> Self {
+        StoreError::Other(Box::new(error))
+    }
+}

@@ -1,0 +1,21 @@
+//! The order service's storage: the order model, the repository over `orderdb.orders`, the
+//! connection pool and the embedded migrations. Shared by `order-api` and `order-ingest`, and
+//! the only crate that speaks SQL.
+
+pub mod db;
+pub mod error;
+pub mod migrations;
+pub mod models;
+pub mod orders;
+pub mod schema;
+#[cfg(feature = "test-support")]
+pub mod test_db;
+
+pub use bigdecimal::BigDecimal;
+pub use db::{build_pool, prepare_database, DbArgs, Pool, PooledConn};
+pub use diesel_async::AsyncPgConnection;
+pub use error::{FieldError, StoreError};
+pub use models::{
+    AppliedDiscount, CustomerSnapshot, DeliveryAddress, FulfillmentDetails, FulfillmentType,
+    LineItem, NewOrder, Order, OrderStatus, ParseEnumError, PaymentStatus,
+};

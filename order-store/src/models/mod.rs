@@ -1,0 +1,13 @@
+//! The order model: what checkout publishes, what the table stores, what clients read.
+
+mod enums;
+pub mod instant;
+mod jsonb;
+pub mod money;
+mod order;
+
+pub use enums::{FulfillmentType, OrderStatus, ParseEnumError, PaymentStatus};
+pub use order::{
+    AppliedDiscount, CustomerSnapshot, DeliveryAddress, FulfillmentDetails, LineItem, NewOrder,
+    Order, STORE_NUMBERS,
+};

@@ -1,0 +1,280 @@
+//! `Order` as stored, `NewOrder` as checkout publishes it, and their nested types.
+//!
+//! Both read and write checkout's JSON (CONTRACT section 1.3): camelCase, every field written
+//! (absent values as `null`), unknown fields ignored, money exact, `lineTotal` computed.
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+use uuid::Uuid;
+
+use super::jsonb::{JsonbColumn, NullableJsonbColumn};
+use super::{instant, money, FulfillmentType, OrderStatus, PaymentStatus};
+use crate::error::FieldError;
+use crate::schema::orders;
+
+/// An order as it is stored in `orders`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize, Deserialize)]
+#[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub id: Uuid,
+    pub store_number: i32,
+    pub order_number: String,
+    pub customer_id: Option<String>,
+    pub fulfillment_type: FulfillmentType,
+    #[serde(with = "instant::option", default)]
+    pub fulfillment_date: Option<DateTime<Utc>>,
+    pub reservation_id: Option<Uuid>,
+    #[serde(with = "money")]
+    pub subtotal: BigDecimal,
+    #[serde(with = "money")]
+    pub discount_total: BigDecimal,
+    #[serde(with = "money")]
+    pub tax_total: BigDecimal,
+    #[serde(with = "money")]
+    pub fulfillment_cost: BigDecimal,
+    #[serde(with = "money")]
+    pub grand_total: BigDecimal,
+    pub payment_status: PaymentStatus,
+    pub payment_method: Option<String>,
+    pub payment_reference: Option<String>,
+    pub status: OrderStatus,
+    #[diesel(deserialize_as = JsonbColumn<Vec<LineItem>>)]
+    pub line_items: Vec<LineItem>,
+    #[diesel(deserialize_as = JsonbColumn<Vec<AppliedDiscount>>)]
+    pub applied_discounts: Vec<AppliedDiscount>,
+    #[diesel(deserialize_as = NullableJsonbColumn<CustomerSnapshot>)]
+    pub customer_snapshot: Option<CustomerSnapshot>,
+    #[diesel(deserialize_as = NullableJsonbColumn<FulfillmentDetails>)]
+    pub fulfillment_details: Option<FulfillmentDetails>,
+    #[serde(with = "instant")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "instant")]
+    pub updated_at: DateTime<Utc>,
+    pub created_by: Option<String>,
+    pub session_id: Option<Uuid>,
+}
+
+/// An order as checkout publishes it in `data.order`: the input of `insert_if_absent`.
+///
+/// It differs from [`Order`] only where checkout may leave something to the database:
+/// a null `createdAt`/`updatedAt` becomes the time of insert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewOrder {
+    pub id: Uuid,
+    pub store_number: i32,
+    pub order_number: String,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    pub fulfillment_type: FulfillmentType,
+    #[serde(with = "instant::option", default)]
+    pub fulfillment_date: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub reservation_id: Option<Uuid>,
+    #[serde(with = "money")]
+    pub subtotal: BigDecimal,
+    #[serde(with = "money::option", default)]
+    pub discount_total: Option<BigDecimal>,
+    #[serde(with = "money::option", default)]
+    pub tax_total: Option<BigDecimal>,
+    #[serde(with = "money::option", default)]
+    pub fulfillment_cost: Option<BigDecimal>,
+    #[serde(with = "money")]
+    pub grand_total: BigDecimal,
+    #[serde(default)]
+    pub payment_status: Option<PaymentStatus>,
+    #[serde(default)]
+    pub payment_method: Option<String>,
+    #[serde(default)]
+    pub payment_reference: Option<String>,
+    #[serde(default)]
+    pub status: Option<OrderStatus>,
+    pub line_items: Vec<LineItem>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub applied_discounts: Vec<AppliedDiscount>,
+    #[serde(default)]
+    pub customer_snapshot: Option<CustomerSnapshot>,
+    #[serde(default)]
+    pub fulfillment_details: Option<FulfillmentDetails>,
+    #[serde(with = "instant::option", default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(with = "instant::option", default)]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<Uuid>,
+}
+
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// One line of the order. `lineTotal` is written on output and ignored on input.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LineItem {
+    #[serde(default)]
+    pub product_id: Option<String>,
+    pub sku: String,
+    pub name: String,
+    pub quantity: i32,
+    #[serde(with = "money")]
+    pub unit_price: BigDecimal,
+    #[serde(with = "money::option", default)]
+    pub discount_amount: Option<BigDecimal>,
+}
+
+impl LineItem {
+    /// `unitPrice × quantity − discountAmount`, a missing discount counting as zero.
+    pub fn line_total(&self) -> BigDecimal {
+        let gross = &self.unit_price * BigDecimal::from(self.quantity);
+        match &self.discount_amount {
+            Some(discount) => gross - discount,
+            None => gross,
+        }
+    }
+}
+
+impl Serialize for LineItem {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Money<'a>(&'a BigDecimal);
+        impl Serialize for Money<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                money::serialize(self.0, s)
+            }
+        }
+        let mut item = serializer.serialize_struct("LineItem", 7)?;
+        item.serialize_field("productId", &self.product_id)?;
+        item.serialize_field("sku", &self.sku)?;
+        item.serialize_field("name", &self.name)?;
+        item.serialize_field("quantity", &self.quantity)?;
+        item.serialize_field("unitPrice", &Money(&self.unit_price))?;
+        item.serialize_field("discountAmount", &self.discount_amount.as_ref().map(Money))?;
+        item.serialize_field("lineTotal", &Money(&self.line_total()))?;
+        item.end()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedDiscount {
+    #[serde(default)]
+    pub discount_id: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default, rename = "type")]
+    pub discount_type: Option<String>,
+    #[serde(with = "money")]
+    pub applied_amount: BigDecimal,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerSnapshot {
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub loyalty_tier: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FulfillmentDetails {
+    #[serde(default, rename = "type")]
+    pub fulfillment_type: Option<FulfillmentType>,
+    #[serde(with = "instant::option", default)]
+    pub scheduled_date: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub delivery_address: Option<DeliveryAddress>,
+    #[serde(default)]
+    pub pickup_location: Option<String>,
+    #[serde(default)]
+    pub instructions: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryAddress {
+    #[serde(default)]
+    pub street1: Option<String>,
+    #[serde(default)]
+    pub street2: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub postal_code: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+}
+
+/// Stores are numbered 1..=2000 (CONTRACT section 1.3).
+pub const STORE_NUMBERS: std::ops::RangeInclusive<i32> = 1..=2000;
+
+impl NewOrder {
+    /// Everything the `orders` table would refuse or silently alter, checked before the
+    /// statement so that one bad order fails alone instead of failing its whole batch.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if !STORE_NUMBERS.contains(&self.store_number) {
+            errors.push(FieldError::new("storeNumber", "Must be between 1 and 2000"));
+        }
+        if self.order_number.trim().is_empty() {
+            errors.push(FieldError::new("orderNumber", "Required"));
+        }
+        let lengths = [
+            ("orderNumber", Some(&self.order_number), 50),
+            ("customerId", self.customer_id.as_ref(), 100),
+            ("paymentMethod", self.payment_method.as_ref(), 50),
+            ("paymentReference", self.payment_reference.as_ref(), 100),
+            ("createdBy", self.created_by.as_ref(), 50),
+        ];
+        for (field, value, max) in lengths {
+            if let Some(value) = value {
+                if value.chars().count() > max {
+                    errors.push(FieldError::new(
+                        field,
+                        format!("Must be at most {max} characters"),
+                    ));
+                }
+            }
+        }
+        let amounts = [
+            ("subtotal", Some(&self.subtotal)),
+            ("discountTotal", self.discount_total.as_ref()),
+            ("taxTotal", self.tax_total.as_ref()),
+            ("fulfillmentCost", self.fulfillment_cost.as_ref()),
+            ("grandTotal", Some(&self.grand_total)),
+        ];
+        for (field, value) in amounts {
+            if let Some(Err(message)) = value.map(money::check_fits) {
+                errors.push(FieldError::new(field, message));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}

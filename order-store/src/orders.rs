@@ -1,0 +1,542 @@
+//! Every SQL statement on `orders`. Functions take `&mut AsyncPgConnection` so that callers
+//! decide what runs in one transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Jsonb, Nullable, Text, Timestamptz};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::error::{FieldError, StoreError};
+use crate::models::{FulfillmentType, NewOrder, Order, OrderStatus, PaymentStatus};
+use crate::schema::orders;
+
+/// Rows per INSERT statement: 25 parameters a row stays well under PostgreSQL's 65,535.
+const INSERT_CHUNK: usize = 1000;
+
+/// What `insert_if_absent` did with one order of the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// A row with this id exists (a redelivery or a republished event): nothing changed.
+    AlreadyPresent,
+    /// The order can never be stored as it is; retrying will not help.
+    Rejected(Rejection),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub kind: RejectionKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// A value does not fit its column (length, range, more than two decimals).
+    InvalidValue,
+    /// Another order (another id) already has this order number.
+    OrderNumberTaken,
+}
+
+impl RejectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionKind::InvalidValue => "invalid_value",
+            RejectionKind::OrderNumberTaken => "order_number_conflict",
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = orders)]
+struct InsertRow<'a> {
+    id: Uuid,
+    store_number: i32,
+    order_number: &'a str,
+    customer_id: Option<&'a str>,
+    fulfillment_type: FulfillmentType,
+    fulfillment_date: Option<DateTime<Utc>>,
+    reservation_id: Option<Uuid>,
+    subtotal: &'a BigDecimal,
+    // `None` on a NOT NULL column with a default inserts DEFAULT.
+    discount_total: Option<&'a BigDecimal>,
+    tax_total: Option<&'a BigDecimal>,
+    fulfillment_cost: Option<&'a BigDecimal>,
+    grand_total: &'a BigDecimal,
+    payment_status: Option<PaymentStatus>,
+    payment_method: Option<&'a str>,
+    payment_reference: Option<&'a str>,
+    status: Option<OrderStatus>,
+    line_items: serde_json::Value,
+    applied_discounts: serde_json::Value,
+    customer_snapshot: Option<serde_json::Value>,
+    fulfillment_details: Option<serde_json::Value>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    created_by: Option<&'a str>,
+    session_id: Option<Uuid>,
+}
+
+impl<'a> InsertRow<'a> {
+    fn new(order: &'a NewOrder) -> Result<Self, StoreError> {
+        let json = |v: serde_json::Result<serde_json::Value>| {
+            v.map_err(|e| StoreError::Other(Box::new(e)))
+        };
+        Ok(Self {
+            id: order.id,
+            store_number: order.store_number,
+            order_number: &order.order_number,
+            customer_id: order.customer_id.as_deref(),
+            fulfillment_type: order.fulfillment_type,
+            fulfillment_date: order.fulfillment_date,
+            reservation_id: order.reservation_id,
+            subtotal: &order.subtotal,
+            discount_total: order.discount_total.as_ref(),
+            tax_total: order.tax_total.as_ref(),
+            fulfillment_cost: order.fulfillment_cost.as_ref(),
+            grand_total: &order.grand_total,
+            payment_status: order.payment_status,
+            payment_method: order.payment_method.as_deref(),
+            payment_reference: order.payment_reference.as_deref(),
+            status: order.status,
+            line_items: json(serde_json::to_value(&order.line_items))?,
+            applied_discounts: json(serde_json::to_value(&order.applied_discounts))?,
+            customer_snapshot: order
+                .customer_snapshot
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|e| StoreError::Other(Box::new(e)))?,
+            fulfillment_details: order
+                .fulfillment_details
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|e| StoreError::Other(Box::new(e)))?,
+            created_at: order.created_at,
+            updated_at: order.updated_at,
+            created_by: order.created_by.as_deref(),
+            session_id: order.session_id,
+        })
+    }
+}
+
+/// Inserts the orders that are not stored yet, keyed by id, in one transaction: one
+/// multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING id` per 1,000 orders and at most one
+/// follow-up query for the rows it skipped. Returns one outcome per input order, in order.
+///
+/// An order that cannot be stored (a value that does not fit, an order number held by another
+/// id) is rejected alone; the rest of the batch commits. An `Err` means nothing was committed
+/// and the whole call may be retried.
+pub async fn insert_if_absent(
+    conn: &mut AsyncPgConnection,
+    batch: &[NewOrder],
+) -> Result<Vec<InsertOutcome>, StoreError> {
+    let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; batch.len()];
+    let mut first_index_of: HashMap<Uuid, usize> = HashMap::with_capacity(batch.len());
+    let mut rows = Vec::with_capacity(batch.len());
+    for (i, order) in batch.iter().enumerate() {
+        if let Err(errors) = order.validate() {
+            let message = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            outcomes[i] = Some(InsertOutcome::Rejected(Rejection {
+                kind: RejectionKind::InvalidValue,
+                message,
+            }));
+            continue;
+        }
+        if first_index_of.contains_key(&order.id) {
+            continue; // a repeat within the batch: resolved below from its first occurrence
+        }
+        first_index_of.insert(order.id, i);
+        rows.push(InsertRow::new(order)?);
+    }
+
+    let (inserted, present) = conn
+        .transaction::<_, StoreError, _>(async |conn| {
+            let mut inserted = HashSet::with_capacity(rows.len());
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let ids: Vec<Uuid> = diesel::insert_into(orders::table)
+                    .values(chunk)
+                    .on_conflict_do_nothing()
+                    .returning(orders::id)
+                    .get_results(conn)
+                    .await?;
+                inserted.extend(ids);
+            }
+            let skipped: Vec<Uuid> = rows
+                .iter()
+                .map(|r| r.id)
+                .filter(|id| !inserted.contains(id))
+                .collect();
+            let present: HashSet<Uuid> = if skipped.is_empty() {
+                HashSet::new()
+            } else {
+                orders::table
+                    .filter(orders::id.eq_any(&skipped))
+                    .select(orders::id)
+                    .load::<Uuid>(conn)
+                    .await?
+                    .into_iter()
+                    .collect()
+            };
+            Ok((inserted, present))
+        })
+        .await?;
+
+    let mut seen = HashSet::with_capacity(batch.len());
+    Ok(batch
+        .iter()
+        .zip(outcomes)
+        .map(|(order, outcome)| {
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+            let first = seen.insert(order.id);
+            if inserted.contains(&order.id) {
+                if first {
+                    InsertOutcome::Inserted
+                } else {
+                    InsertOutcome::AlreadyPresent
+                }
+            } else if present.contains(&order.id) {
+                InsertOutcome::AlreadyPresent
+            } else {
+                InsertOutcome::Rejected(Rejection {
+                    kind: RejectionKind::OrderNumberTaken,
+                    message: format!(
+                        "orderNumber {} is taken by another order",
+                        order.order_number
+                    ),
+                })
+            }
+        })
+        .collect())
+}
+
+pub async fn find_by_id(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<Option<Order>, StoreError> {
+    Ok(orders::table
+        .find(id)
+        .select(Order::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn find_by_order_number(
+    conn: &mut AsyncPgConnection,
+    order_number: &str,
+) -> Result<Option<Order>, StoreError> {
+    Ok(orders::table
+        .filter(orders::order_number.eq(order_number))
+        .select(Order::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Which orders a listing or search covers; every field present narrows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub store_number: Option<i32>,
+    pub customer_id: Option<String>,
+    pub status: Option<OrderStatus>,
+    /// Inclusive lower bound on `createdAt`.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Inclusive upper bound on `createdAt`.
+    pub created_to: Option<DateTime<Utc>>,
+}
+
+/// Position after the last order of a page, for reading on without OFFSET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl From<&Order> for Cursor {
+    fn from(order: &Order) -> Self {
+        Self {
+            created_at: order.created_at,
+            id: order.id,
+        }
+    }
+}
+
+fn filtered(filter: &OrderFilter) -> orders::BoxedQuery<'_, diesel::pg::Pg> {
+    let mut query = orders::table.into_boxed();
+    if let Some(store) = filter.store_number {
+        query = query.filter(orders::store_number.eq(store));
+    }
+    if let Some(customer) = &filter.customer_id {
+        query = query.filter(orders::customer_id.eq(customer));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(orders::status.eq(status));
+    }
+    if let Some(from) = filter.created_from {
+        query = query.filter(orders::created_at.ge(from));
+    }
+    if let Some(to) = filter.created_to {
+        query = query.filter(orders::created_at.le(to));
+    }
+    query
+}
+
+/// Orders matching `filter`, newest `createdAt` first with the id as tie-break, so that pages
+/// are stable. `after` continues from a previous page's last order (keyset paging); `offset`
+/// skips that many more.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    filter: &OrderFilter,
+    after: Option<Cursor>,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<Order>, StoreError> {
+    let mut query = filtered(filter);
+    if let Some(cursor) = after {
+        // A row comparison, which the (…, created_at DESC, id DESC) indexes answer directly.
+        query = query.filter(
+            sql::<Bool>("(orders.created_at, orders.id) < (")
+                .bind::<Timestamptz, _>(cursor.created_at)
+                .sql(", ")
+                .bind::<diesel::sql_types::Uuid, _>(cursor.id)
+                .sql(")"),
+        );
+    }
+    Ok(query
+        .order((orders::created_at.desc(), orders::id.desc()))
+        .offset(offset)
+        .limit(limit)
+        .select(Order::as_select())
+        .load(conn)
+        .await?)
+}
+
+pub async fn count(conn: &mut AsyncPgConnection, filter: &OrderFilter) -> Result<i64, StoreError> {
+    Ok(filtered(filter).count().get_result(conn).await?)
+}
+
+/// One page of a search and the number of orders matching it in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    pub orders: Vec<Order>,
+    pub total_count: i64,
+}
+
+/// A page of `list` with its total count, read in one repeatable-read snapshot so that the
+/// count and the page agree.
+pub async fn search(
+    conn: &mut AsyncPgConnection,
+    filter: &OrderFilter,
+    offset: i64,
+    limit: i64,
+) -> Result<SearchPage, StoreError> {
+    conn.build_transaction()
+        .read_only()
+        .repeatable_read()
+        .run::<_, StoreError, _>(async |conn| {
+            let orders = list(conn, filter, None, offset, limit).await?;
+            let total_count = count(conn, filter).await?;
+            Ok(SearchPage {
+                orders,
+                total_count,
+            })
+        })
+        .await
+}
+
+async fn current_status(conn: &mut AsyncPgConnection, id: Uuid) -> Result<OrderStatus, StoreError> {
+    orders::table
+        .find(id)
+        .select(orders::status)
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: Uuid) -> StoreError {
+    StoreError::NotFound(format!("Order not found: {id}"))
+}
+
+fn required(field: &str, value: &str) -> Result<(), StoreError> {
+    if value.trim().is_empty() {
+        return Err(StoreError::Validation(vec![FieldError::new(
+            field, "Required",
+        )]));
+    }
+    Ok(())
+}
+
+/// `fulfillment_details`, or the details an order without them starts from (the order's own
+/// fulfillment type, everything else null).
+const DETAILS_OR_DEFAULT: &str = "COALESCE(orders.fulfillment_details, jsonb_build_object(\
+     'type', orders.fulfillment_type, 'scheduledDate', NULL, 'deliveryAddress', NULL, \
+     'pickupLocation', NULL, 'instructions', NULL))";
+
+/// SQL for the details with `$note` appended to `instructions` (newline-separated),
+/// evaluated against the row being updated so that concurrent appends all survive.
+macro_rules! details_with_note {
+    ($note:expr) => {{
+        let note: String = $note;
+        sql::<Nullable<Jsonb>>(&format!(
+            "jsonb_set({DETAILS_OR_DEFAULT}, '{{instructions}}', to_jsonb(CASE \
+             WHEN COALESCE(orders.fulfillment_details->>'instructions', '') = '' THEN "
+        ))
+        .bind::<Text, _>(note.clone())
+        .sql(" ELSE (orders.fulfillment_details->>'instructions') || E'\\n' || ")
+        .bind::<Text, _>(note)
+        .sql(" END))")
+    }};
+}
+
+/// Moves the order to `to` if the transition rules allow it from its current status, as one
+/// compare-and-set `UPDATE ... WHERE id = $1 AND status = ANY($predecessors)`. Two concurrent
+/// changes are serialised by the row lock: the second sees the first's result and is judged
+/// against it, so no change is ever lost or applied from a stale status.
+pub async fn update_status(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    to: OrderStatus,
+) -> Result<Order, StoreError> {
+    let updated = diesel::update(
+        orders::table
+            .find(id)
+            .filter(orders::status.eq_any(OrderStatus::predecessors(to))),
+    )
+    .set((
+        orders::status.eq(to),
+        orders::updated_at.eq(diesel::dsl::now),
+    ))
+    .returning(Order::as_returning())
+    .get_result(conn)
+    .await
+    .optional()?;
+    match updated {
+        Some(order) => Ok(order),
+        None => Err(StoreError::InvalidTransition {
+            from: current_status(conn, id).await?,
+            to,
+        }),
+    }
+}
+
+/// Cancels the order (from CREATED, PAID or PROCESSING) and records the reason as a note in
+/// `fulfillmentDetails.instructions`, in one compare-and-set statement.
+pub async fn cancel(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    reason: &str,
+) -> Result<Order, StoreError> {
+    required("reason", reason)?;
+    let updated = diesel::update(
+        orders::table
+            .find(id)
+            .filter(orders::status.eq_any(OrderStatus::predecessors(OrderStatus::Cancelled))),
+    )
+    .set((
+        orders::status.eq(OrderStatus::Cancelled),
+        orders::fulfillment_details.eq(details_with_note!(format!("Cancelled: {}", reason.trim()))),
+        orders::updated_at.eq(diesel::dsl::now),
+    ))
+    .returning(Order::as_returning())
+    .get_result(conn)
+    .await
+    .optional()?;
+    match updated {
+        Some(order) => Ok(order),
+        None => Err(StoreError::CannotCancel(current_status(conn, id).await?)),
+    }
+}
+
+/// Fields of `updateFulfillment`; at least one must be present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FulfillmentUpdate {
+    /// Sets `fulfillmentDetails.scheduledDate` and the order's `fulfillmentDate`.
+    pub fulfillment_date: Option<DateTime<Utc>>,
+    pub pickup_location: Option<String>,
+    pub instructions: Option<String>,
+}
+
+/// Merges `update` into the order's fulfillment details (creating them when absent) with one
+/// `UPDATE ... SET fulfillment_details = details || patch`, so fields that another writer set
+/// in the meantime are kept.
+pub async fn update_fulfillment(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    update: &FulfillmentUpdate,
+) -> Result<Order, StoreError> {
+    let mut patch = serde_json::Map::new();
+    if let Some(date) = update.fulfillment_date {
+        patch.insert(
+            "scheduledDate".into(),
+            crate::models::instant::format(&date).into(),
+        );
+    }
+    if let Some(location) = &update.pickup_location {
+        patch.insert("pickupLocation".into(), location.clone().into());
+    }
+    if let Some(instructions) = &update.instructions {
+        patch.insert("instructions".into(), instructions.clone().into());
+    }
+    if patch.is_empty() {
+        return Err(StoreError::Validation(vec![FieldError::new(
+            "input",
+            "At least one of fulfillmentDate, pickupLocation, instructions is required",
+        )]));
+    }
+    let details = sql::<Nullable<Jsonb>>(&format!("{DETAILS_OR_DEFAULT} || "))
+        .bind::<Jsonb, _>(serde_json::Value::Object(patch));
+    let fulfillment_date = sql::<Nullable<Timestamptz>>("COALESCE(")
+        .bind::<Nullable<Timestamptz>, _>(update.fulfillment_date)
+        .sql(", orders.fulfillment_date)");
+    diesel::update(orders::table.find(id))
+        .set((
+            orders::fulfillment_details.eq(details),
+            orders::fulfillment_date.eq(fulfillment_date),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(Order::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| not_found(id))
+}
+
+/// Appends `note` to `fulfillmentDetails.instructions` (newline-separated) atomically.
+pub async fn append_note(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    note: &str,
+) -> Result<Order, StoreError> {
+    required("note", note)?;
+    diesel::update(orders::table.find(id))
+        .set((
+            orders::fulfillment_details.eq(details_with_note!(note.to_owned())),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(Order::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| not_found(id))
+}
+
+/// Whether the database answers a trivial query (readiness probes).
+pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+        .get_result::<i32>(conn)
+        .await?;
+    Ok(())
+}
