@@ -35,7 +35,7 @@ pub async fn pending(url: &str) -> Result<Vec<String>, StoreError> {
     with_sync_connection(url, |conn| {
         let pending = conn
             .pending_migrations(MIGRATIONS)
-            .map_err(|e| StoreError::Other(e))?;
+            .map_err(StoreError::Other)?;
         Ok(pending.iter().map(|m| m.name().to_string()).collect())
     })
     .await

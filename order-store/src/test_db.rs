@@ -95,3 +95,20 @@ impl Drop for TestDatabase {
         let _ = handle.join();
     }
 }
+
+/// A valid order as checkout would publish it, with a fresh id and order number, for tests
+/// that need many distinct orders.
+pub fn sample_order(store_number: i32) -> crate::NewOrder {
+    let id = uuid::Uuid::new_v4();
+    let json = format!(
+        r#"{{"id":"{id}","storeNumber":{store_number},"orderNumber":"ORD-{store_number}-{simple}",
+        "customerId":"cust-1","fulfillmentType":"DELIVERY","fulfillmentDate":null,"reservationId":null,
+        "subtotal":19.99,"discountTotal":0,"taxTotal":1.6,"fulfillmentCost":0,"grandTotal":21.59,
+        "paymentStatus":"COMPLETED","paymentMethod":"CARD","paymentReference":null,"status":"PAID",
+        "lineItems":[{{"productId":"p-1","sku":"SKU-1","name":"Mug","quantity":1,"unitPrice":19.99,
+        "discountAmount":null,"lineTotal":19.99}}],"appliedDiscounts":[],"customerSnapshot":null,
+        "fulfillmentDetails":null,"createdAt":null,"updatedAt":null,"createdBy":null,"sessionId":null}}"#,
+        simple = id.simple()
+    );
+    serde_json::from_str(&json).expect("the sample order is valid")
+}

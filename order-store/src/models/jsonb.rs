@@ -39,7 +39,7 @@ impl<T: DeserializeOwned> FromSql<Nullable<Jsonb>, Pg> for NullableJsonbColumn<T
     }
 
     fn from_nullable_sql(value: Option<PgValue<'_>>) -> deserialize::Result<Self> {
-        value.map_or(Ok(Self(None)), |v| Self::from_sql(v))
+        value.map_or(Ok(Self(None)), Self::from_sql)
     }
 }
 

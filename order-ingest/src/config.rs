@@ -1,0 +1,222 @@
+//! Command line and environment: one clap struct, every flag also an environment variable, so
+//! the same binary runs from a shell, a compose file or a Kubernetes manifest unchanged.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use order_store::DbArgs;
+use uuid::Uuid;
+
+/// Consumes checkout's OrderCompleted events from a Redis stream into orderdb.
+///
+/// By default it joins the consumer group and runs until SIGTERM/SIGINT. `--replay` re-reads
+/// the stream without the group; `backfill` copies checkout's orders table once.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "order-ingest", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    #[command(flatten)]
+    pub stream: StreamArgs,
+
+    /// Address of the health and metrics server (/health/live, /health/ready, /metrics).
+    #[arg(long, env = "ORDER_INGEST_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log line format (the level filter comes from RUST_LOG, default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Re-read the stream with XRANGE (no consumer group, pending list untouched), insert what
+    /// is missing, print a summary and exit. Entries that fail permanently are reported (log
+    /// line and summary) but NOT written to the dead-letter stream: the live consumer already
+    /// dead-lettered them once, and a replay must be repeatable without duplicating dead
+    /// letters. Exit status 1 when any entry failed.
+    #[arg(long, env = "ORDER_REPLAY", default_value_t = false)]
+    pub replay: bool,
+
+    /// Where --replay starts (inclusive): a stream id (`1734100000000-0` or `1734100000000`),
+    /// an RFC 3339 time (`2025-12-13T16:44:00Z`) or `0` for the beginning.
+    #[arg(long, env = "ORDER_REPLAY_FROM", default_value = "0", requires = "replay", value_parser = parse_stream_bound)]
+    pub from: StreamBound,
+
+    /// Where --replay stops (inclusive): a stream id or an RFC 3339 time; the stream's end by default.
+    #[arg(long, env = "ORDER_REPLAY_TO", requires = "replay", value_parser = parse_stream_bound)]
+    pub to: Option<StreamBound>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// One-time copy of checkout's `orders` table into orderdb.orders, idempotent and resumable.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackfillArgs {
+    /// PostgreSQL URL of checkout's database (the one with the source `orders` table).
+    #[arg(long, env = "BACKFILL_SOURCE_DATABASE_URL", hide_env_values = true)]
+    pub source_database_url: String,
+
+    /// Resume after this order id (the last id of the previous run's progress output). Without
+    /// it the copy starts from the beginning, which is also safe: rows present are skipped.
+    #[arg(long, env = "BACKFILL_AFTER")]
+    pub after: Option<Uuid>,
+
+    /// Rows read and inserted per batch.
+    #[arg(long, env = "BACKFILL_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// The consumer's Redis side.
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    pub redis_url: String,
+
+    /// The stream checkout publishes to; dead letters go to `<stream>:dlq`.
+    #[arg(long, env = "ORDER_STREAM_KEY", default_value = "orders:completed")]
+    pub stream_key: String,
+
+    /// Consumer group shared by every ingest pod.
+    #[arg(long, env = "ORDER_CONSUMER_GROUP", default_value = "order-service")]
+    pub consumer_group: String,
+
+    /// This pod's consumer name, unique within the group [default: $HOSTNAME, else the host name].
+    #[arg(long, env = "ORDER_CONSUMER_NAME")]
+    pub consumer_name: Option<String>,
+
+    /// The CloudEvent type consumed; other types are acknowledged and skipped.
+    #[arg(long, env = "ORDER_EVENT_TYPE", default_value = "org.example.checkout.OrderCompleted")]
+    pub event_type: String,
+
+    /// Entries per read, and so orders per INSERT.
+    #[arg(long, env = "ORDER_BATCH_SIZE", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+
+    /// How long one XREADGROUP blocks waiting for entries, in milliseconds.
+    #[arg(long, env = "ORDER_BLOCK_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub block_ms: u64,
+
+    /// Entries pending on another consumer for longer than this (ms) are claimed (XAUTOCLAIM).
+    #[arg(long, env = "ORDER_CLAIM_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub claim_idle_ms: u64,
+
+    /// An entry delivered more times than this goes to the dead-letter stream.
+    #[arg(long, env = "ORDER_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_deliveries: u64,
+}
+
+impl StreamArgs {
+    /// Defaults for tests and embedding, with the given stream and consumer.
+    pub fn new(redis_url: &str, stream_key: &str, consumer_name: &str) -> Self {
+        Self {
+            redis_url: redis_url.to_owned(),
+            stream_key: stream_key.to_owned(),
+            consumer_group: "order-service".to_owned(),
+            consumer_name: Some(consumer_name.to_owned()),
+            event_type: "org.example.checkout.OrderCompleted".to_owned(),
+            batch_size: 200,
+            block_ms: 2000,
+            claim_idle_ms: 30_000,
+            max_deliveries: 5,
+        }
+    }
+
+    pub fn dlq_key(&self) -> String {
+        format!("{}:dlq", self.stream_key)
+    }
+
+    pub fn block(&self) -> Duration {
+        Duration::from_millis(self.block_ms)
+    }
+
+    /// The consumer name: the flag, else `$HOSTNAME`, else the kernel's host name, else a
+    /// random one (unique is what matters; a stable name lets a restarted pod find its own
+    /// pending entries first).
+    pub fn resolved_consumer_name(&self) -> String {
+        let non_empty = |s: String| {
+            let s = s.trim().to_owned();
+            (!s.is_empty()).then_some(s)
+        };
+        self.consumer_name
+            .clone()
+            .and_then(non_empty)
+            .or_else(|| std::env::var("HOSTNAME").ok().and_then(non_empty))
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .and_then(non_empty)
+            })
+            .unwrap_or_else(|| format!("order-ingest-{}", Uuid::new_v4().simple()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A bound of an XRANGE, already in the form Redis takes (`-`, `1734100000000-0`, `1734100000000`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamBound(pub String);
+
+/// `0` (or `-`) is the beginning; `<ms>` or `<ms>-<seq>` is a stream id; anything else must be
+/// an RFC 3339 time (Java's seconds-less form accepted), turned into its millisecond id.
+pub fn parse_stream_bound(text: &str) -> Result<StreamBound, String> {
+    let text = text.trim();
+    if text == "0" || text == "-" {
+        return Ok(StreamBound("-".to_owned()));
+    }
+    if text == "+" {
+        return Ok(StreamBound("+".to_owned()));
+    }
+    let is_id = {
+        let mut parts = text.splitn(2, '-');
+        let ms = parts.next().unwrap_or_default();
+        let seq = parts.next();
+        !ms.is_empty()
+            && ms.bytes().all(|b| b.is_ascii_digit())
+            && ms.parse::<u64>().is_ok()
+            && seq.map_or(true, |s| !s.is_empty() && s.parse::<u64>().is_ok())
+    };
+    if is_id {
+        return Ok(StreamBound(text.to_owned()));
+    }
+    let time = order_store::models::instant::parse(text)
+        .map_err(|_| format!("{text:?} is neither a stream id (<ms>-<seq>), 0, nor an RFC 3339 time"))?;
+    let ms = u64::try_from(time.timestamp_millis())
+        .map_err(|_| format!("{text:?} is before 1970, where no stream id can be"))?;
+    Ok(StreamBound(ms.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_bounds() {
+        assert_eq!(parse_stream_bound("0").unwrap().0, "-");
+        assert_eq!(parse_stream_bound("1734100000000-5").unwrap().0, "1734100000000-5");
+        assert_eq!(parse_stream_bound("1734100000000").unwrap().0, "1734100000000");
+        assert_eq!(parse_stream_bound("1970-01-01T00:00:01Z").unwrap().0, "1000");
+        assert_eq!(parse_stream_bound("1970-01-01T00:01Z").unwrap().0, "60000");
+        assert!(parse_stream_bound("yesterday").is_err());
+        assert!(parse_stream_bound("12-").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
