@@ -22,7 +22,11 @@ pub struct Cli {
     pub stream: StreamArgs,
 
     /// Address of the health and metrics server (/health/live, /health/ready, /metrics).
-    #[arg(long, env = "ORDER_INGEST_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(
+        long,
+        env = "ORDER_INGEST_METRICS_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
     pub metrics_addr: SocketAddr,
 
     /// Log line format (the level filter comes from RUST_LOG, default `info`).
@@ -54,6 +58,43 @@ pub struct Cli {
 pub enum Command {
     /// One-time copy of checkout's `orders` table into orderdb.orders, idempotent and resumable.
     Backfill(BackfillArgs),
+    /// Publish synthetic OrderCompleted events in checkout's exact format on --stream-key
+    /// (local demo, benchmarks, smoke tests).
+    PublishSample(crate::sample::PublishArgs),
+    /// Apply pending migrations to orderdb (under an advisory lock) and exit: the deploy
+    /// pipeline's migration job.
+    Migrate,
+    /// Inspect and redrive the dead-letter stream `<stream>:dlq`.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first: id, errorClass, original streamId, eventId, failedAt,
+    /// delivery count and error message; then a count per error class.
+    List {
+        /// Dead letters to show at most.
+        #[arg(long, env = "DLQ_LIST_COUNT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        count: u64,
+    },
+    /// Put dead letters back on the stream (checkout's field layout, payload verbatim) and
+    /// remove them from the dead-letter stream, atomically per entry.
+    Redrive {
+        /// Dead-letter ids to redrive (as `dlq list` shows them); repeatable.
+        #[arg(
+            long = "id",
+            env = "DLQ_REDRIVE_IDS",
+            value_name = "ID",
+            value_delimiter = ',',
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        ids: Vec<String>,
+        /// Redrive every dead letter.
+        #[arg(long, env = "DLQ_REDRIVE_ALL")]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -79,7 +120,12 @@ pub struct BackfillArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StreamArgs {
     /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
 
     /// The stream checkout publishes to; dead letters go to `<stream>:dlq`.
@@ -95,7 +141,11 @@ pub struct StreamArgs {
     pub consumer_name: Option<String>,
 
     /// The CloudEvent type consumed; other types are acknowledged and skipped.
-    #[arg(long, env = "ORDER_EVENT_TYPE", default_value = "org.example.checkout.OrderCompleted")]
+    #[arg(
+        long,
+        env = "ORDER_EVENT_TYPE",
+        default_value = "org.example.checkout.OrderCompleted"
+    )]
     pub event_type: String,
 
     /// Entries per read, and so orders per INSERT.
@@ -192,8 +242,9 @@ pub fn parse_stream_bound(text: &str) -> Result<StreamBound, String> {
     if is_id {
         return Ok(StreamBound(text.to_owned()));
     }
-    let time = order_store::models::instant::parse(text)
-        .map_err(|_| format!("{text:?} is neither a stream id (<ms>-<seq>), 0, nor an RFC 3339 time"))?;
+    let time = order_store::models::instant::parse(text).map_err(|_| {
+        format!("{text:?} is neither a stream id (<ms>-<seq>), 0, nor an RFC 3339 time")
+    })?;
     let ms = u64::try_from(time.timestamp_millis())
         .map_err(|_| format!("{text:?} is before 1970, where no stream id can be"))?;
     Ok(StreamBound(ms.to_string()))
@@ -206,9 +257,18 @@ mod tests {
     #[test]
     fn stream_bounds() {
         assert_eq!(parse_stream_bound("0").unwrap().0, "-");
-        assert_eq!(parse_stream_bound("1734100000000-5").unwrap().0, "1734100000000-5");
-        assert_eq!(parse_stream_bound("1734100000000").unwrap().0, "1734100000000");
-        assert_eq!(parse_stream_bound("1970-01-01T00:00:01Z").unwrap().0, "1000");
+        assert_eq!(
+            parse_stream_bound("1734100000000-5").unwrap().0,
+            "1734100000000-5"
+        );
+        assert_eq!(
+            parse_stream_bound("1734100000000").unwrap().0,
+            "1734100000000"
+        );
+        assert_eq!(
+            parse_stream_bound("1970-01-01T00:00:01Z").unwrap().0,
+            "1000"
+        );
         assert_eq!(parse_stream_bound("1970-01-01T00:01Z").unwrap().0, "60000");
         assert!(parse_stream_bound("yesterday").is_err());
         assert!(parse_stream_bound("12-").is_err());

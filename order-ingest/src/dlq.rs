@@ -17,6 +17,16 @@ pub struct DeadLetter {
     pub error: String,
     pub class: ErrorClass,
     pub deliveries: u64,
+    /// For logs only: the order, when the payload got as far as being one.
+    pub order: Option<OrderRef>,
+}
+
+/// What identifies a dead-lettered order in log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRef {
+    pub order_id: uuid::Uuid,
+    pub order_number: String,
+    pub checkout_session_id: Option<String>,
 }
 
 impl DeadLetter {
@@ -33,7 +43,18 @@ impl DeadLetter {
             error,
             class,
             deliveries: entry.deliveries,
+            order: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_order(mut self, order: &order_store::NewOrder, session: Option<&str>) -> Self {
+        self.order = Some(OrderRef {
+            order_id: order.id,
+            order_number: order.order_number.clone(),
+            checkout_session_id: session.map(str::to_owned),
+        });
+        self
     }
 
     /// Appends this dead letter's `XADD` to `pipe`.
@@ -59,4 +80,128 @@ impl DeadLetter {
             cmd.arg("deliveryCount").arg(self.deliveries);
         }
     }
+}
+
+/// A dead letter as `order-ingest dlq list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeadLetter {
+    /// The dead letter's own id in `<stream>:dlq`.
+    pub id: String,
+    pub fields: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl StoredDeadLetter {
+    fn from_stream_id(entry: &redis::streams::StreamId) -> Self {
+        Self {
+            id: entry.id.clone(),
+            fields: entry
+                .map
+                .iter()
+                .filter_map(|(k, v)| crate::stream::bytes_of(v).map(|b| (k.clone(), b)))
+                .collect(),
+        }
+    }
+
+    pub fn field(&self, name: &str) -> Option<String> {
+        self.fields
+            .get(name)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    /// The CloudEvent `type` inside the payload, for the redriven entry's `eventType` field.
+    fn event_type(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Type {
+            #[serde(rename = "type")]
+            ty: String,
+        }
+        let payload = self.fields.get("payload")?;
+        serde_json::from_slice::<Type>(payload).ok().map(|t| t.ty)
+    }
+}
+
+impl std::fmt::Display for StoredDeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let field = |name| self.field(name).unwrap_or_else(|| "-".to_owned());
+        write!(
+            f,
+            "{}  {}  streamId={} eventId={} failedAt={} deliveries={}  {}",
+            self.id,
+            field("errorClass"),
+            field("streamId"),
+            field("eventId"),
+            field("failedAt"),
+            self.field("deliveryCount")
+                .unwrap_or_else(|| "1".to_owned()),
+            field("error"),
+        )
+    }
+}
+
+/// Up to `count` dead letters from `start` (inclusive; `-` for the oldest), oldest first.
+pub async fn read_dead_letters(
+    conn: &mut crate::stream::RedisConn,
+    dlq_key: &str,
+    start: &str,
+    count: usize,
+) -> Result<Vec<StoredDeadLetter>, crate::stream::RedisFailure> {
+    let reply: redis::streams::StreamRangeReply = conn
+        .query(
+            redis::cmd("XRANGE")
+                .arg(dlq_key)
+                .arg(start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(count),
+        )
+        .await?;
+    Ok(reply
+        .ids
+        .iter()
+        .map(StoredDeadLetter::from_stream_id)
+        .collect())
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedriveSummary {
+    pub redriven: u64,
+    /// Requested ids that are not (or no longer) in the dead-letter stream.
+    pub missing: Vec<String>,
+}
+
+/// Puts a dead letter back on the main stream with checkout's field layout (`eventId`,
+/// `eventType`, `payload` verbatim) and removes it from the dead-letter stream, both in one
+/// MULTI/EXEC: the dead letter disappears only together with the republished entry, so a
+/// failure leaves it where it was. Ingest inserts idempotently, so a redriven order that did
+/// make it in the meantime is simply counted as a duplicate.
+pub async fn redrive_one(
+    conn: &mut crate::stream::RedisConn,
+    stream_key: &str,
+    dlq_key: &str,
+    default_event_type: &str,
+    letter: &StoredDeadLetter,
+) -> Result<(), crate::stream::RedisFailure> {
+    let payload = letter.fields.get("payload").map_or(&[][..], Vec::as_slice);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("XADD")
+        .arg(stream_key)
+        .arg("*")
+        .arg("eventId")
+        .arg(letter.field("eventId").unwrap_or_default())
+        .arg("eventType")
+        .arg(
+            letter
+                .event_type()
+                .unwrap_or_else(|| default_event_type.to_owned()),
+        )
+        .arg("payload")
+        .arg(payload)
+        .ignore()
+        .cmd("XDEL")
+        .arg(dlq_key)
+        .arg(&letter.id)
+        .ignore();
+    conn.pipe::<()>(&pipe).await
 }

@@ -68,9 +68,7 @@ impl From<order_store::orders::RejectionKind> for ErrorClass {
     fn from(kind: order_store::orders::RejectionKind) -> Self {
         match kind {
             order_store::orders::RejectionKind::InvalidValue => ErrorClass::InvalidValue,
-            order_store::orders::RejectionKind::OrderNumberTaken => {
-                ErrorClass::OrderNumberConflict
-            }
+            order_store::orders::RejectionKind::OrderNumberTaken => ErrorClass::OrderNumberConflict,
         }
     }
 }
@@ -170,7 +168,10 @@ pub fn decode(payload: Option<&[u8]>, wanted_type: &str) -> Result<Decoded, Deco
         return Ok(Decoded::Skip(Skip::NoPayload));
     };
     let text = std::str::from_utf8(payload).map_err(|e| {
-        DecodeError::new(ErrorClass::InvalidJson, format!("payload is not UTF-8: {e}"))
+        DecodeError::new(
+            ErrorClass::InvalidJson,
+            format!("payload is not UTF-8: {e}"),
+        )
     })?;
     // Syntax first, so that "not JSON" and "JSON of the wrong shape" are told apart.
     let raw: &RawValue = serde_json::from_str(text).map_err(|e| {
@@ -182,6 +183,11 @@ pub fn decode(payload: Option<&[u8]>, wanted_type: &str) -> Result<Decoded, Deco
             format!("payload is not a CloudEvent object: {e}"),
         )
     })?;
+    let event_type = required_string(envelope.event_type, "type")?;
+    // Another type is not ours to judge, however odd the rest of its envelope.
+    if event_type != wanted_type {
+        return Ok(Decoded::Skip(Skip::OtherType(event_type)));
+    }
     let specversion = required_string(envelope.specversion, "specversion")?;
     if specversion != "1.0" {
         return Err(DecodeError::new(
@@ -191,10 +197,6 @@ pub fn decode(payload: Option<&[u8]>, wanted_type: &str) -> Result<Decoded, Deco
     }
     let event_id = required_string(envelope.id, "id")?;
     required_string(envelope.source, "source")?;
-    let event_type = required_string(envelope.event_type, "type")?;
-    if event_type != wanted_type {
-        return Ok(Decoded::Skip(Skip::OtherType(event_type)));
-    }
     let data = envelope
         .data
         .filter(|d| d.get() != "null")
@@ -295,8 +297,21 @@ mod tests {
         assert_eq!(class_of("[1,2]"), ErrorClass::NotCloudEvent);
         assert_eq!(class_of(r#"{"id":"x"}"#), ErrorClass::NotCloudEvent);
         assert_eq!(
-            class_of(r#"{"specversion":"0.3","id":"x","source":"s","type":"t"}"#),
+            class_of(&format!(
+                r#"{{"specversion":"0.3","id":"x","source":"s","type":"{TYPE}"}}"#
+            )),
             ErrorClass::NotCloudEvent
+        );
+        assert_eq!(
+            class_of(&format!(
+                r#"{{"specversion":"1.0","source":"s","type":"{TYPE}"}}"#
+            )),
+            ErrorClass::NotCloudEvent
+        );
+        // Another type is skipped even when its envelope is incomplete.
+        assert_eq!(
+            decode(Some(br#"{"type":"other"}"#), TYPE).unwrap(),
+            Decoded::Skip(Skip::OtherType("other".into()))
         );
         let base = format!(r#"{{"specversion":"1.0","id":"x","source":"s","type":"{TYPE}""#);
         assert_eq!(class_of(&format!("{base}}}")), ErrorClass::MissingOrder);

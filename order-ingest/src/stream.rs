@@ -1,5 +1,7 @@
 //! Redis connections with hard deadlines, and stream entries as ingest sees them.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -31,6 +33,9 @@ pub struct RedisConn {
     client: redis::Client,
     conn: Option<MultiplexedConnection>,
     deadline: Duration,
+    /// The server's `CLIENT ID` of the current connection (-1: none or unknown), so that
+    /// another connection can wake a read parked in `BLOCK` with `CLIENT UNBLOCK`.
+    client_id: Arc<AtomicI64>,
 }
 
 impl RedisConn {
@@ -42,7 +47,17 @@ impl RedisConn {
             client,
             conn: None,
             deadline,
+            client_id: Arc::new(AtomicI64::new(-1)),
         }
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The current connection's server-side id, kept up to date across reconnects.
+    pub fn client_id(&self) -> Arc<AtomicI64> {
+        self.client_id.clone()
     }
 
     pub fn deadline(&self) -> Duration {
@@ -52,6 +67,7 @@ impl RedisConn {
     /// Drops the connection; the next command opens a new one.
     pub fn reset(&mut self) {
         self.conn = None;
+        self.client_id.store(-1, Ordering::SeqCst);
     }
 
     async fn connection(&mut self) -> Result<MultiplexedConnection, RedisFailure> {
@@ -70,6 +86,15 @@ impl RedisConn {
         )
         .await
         .map_err(|_| RedisFailure::Deadline(self.deadline))??;
+        let id = tokio::time::timeout(
+            self.deadline,
+            redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async::<i64>(&mut conn.clone()),
+        )
+        .await;
+        self.client_id
+            .store(id.ok().and_then(Result::ok).unwrap_or(-1), Ordering::SeqCst);
         self.conn = Some(conn.clone());
         Ok(conn)
     }
@@ -119,6 +144,31 @@ impl RedisConn {
     }
 }
 
+/// Wakes the connection `client_id` if it is parked in a blocking command, as if its `BLOCK`
+/// had expired. Best effort: on any failure the parked read simply runs to its own end.
+pub async fn unblock(client: &redis::Client, client_id: i64) {
+    if client_id < 0 {
+        return;
+    }
+    let deadline = Duration::from_secs(1);
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(deadline))
+        .set_response_timeout(Some(deadline));
+    let work = async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(client_id)
+            .query_async::<i64>(&mut conn)
+            .await
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(deadline, work).await {
+        tracing::debug!(error = %e, "could not unblock the parked read");
+    }
+}
+
 /// A stream entry with the fields checkout writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -132,7 +182,7 @@ pub struct Entry {
     pub deliveries: u64,
 }
 
-fn bytes_of(value: &Value) -> Option<Vec<u8>> {
+pub(crate) fn bytes_of(value: &Value) -> Option<Vec<u8>> {
     match value {
         Value::BulkString(bytes) => Some(bytes.clone()),
         Value::SimpleString(s) => Some(s.as_bytes().to_vec()),

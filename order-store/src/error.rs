@@ -96,8 +96,24 @@ impl From<diesel::ConnectionError> for StoreError {
     fn from(error: diesel::ConnectionError) -> Self {
         // Bad credentials or an unknown database are as unreachable as a closed port:
         // the fix is outside this process, and retrying lets it recover once it is made.
-        StoreError::Unavailable(error.to_string())
+        StoreError::Unavailable(with_causes(&error))
     }
+}
+
+/// The error and each cause it wraps that adds something ("error connecting to server:
+/// Connection refused"): connection errors keep the useful part in their sources.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for StoreError {
@@ -106,7 +122,7 @@ impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for StoreEr
             bb8::RunError::TimedOut => {
                 StoreError::Unavailable("timed out waiting for a database connection".into())
             }
-            bb8::RunError::User(e) => StoreError::Unavailable(e.to_string()),
+            bb8::RunError::User(e) => StoreError::Unavailable(with_causes(&e)),
         }
     }
 }

@@ -540,3 +540,23 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
         .await?;
     Ok(())
 }
+
+/// One keyset page of a table shaped like `orders`, lowest id first: the orders whose id is
+/// greater than `after` (from the start when `None`). Used by `order-ingest backfill` to copy
+/// checkout's `orders` table without OFFSET, so each page costs the same however deep it is.
+pub async fn page_by_id(
+    conn: &mut AsyncPgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Order>, StoreError> {
+    let mut query = orders::table.into_boxed();
+    if let Some(after) = after {
+        query = query.filter(orders::id.gt(after));
+    }
+    Ok(query
+        .order(orders::id.asc())
+        .limit(limit)
+        .select(Order::as_select())
+        .load(conn)
+        .await?)
+}

@@ -1,0 +1,479 @@
+#!/usr/bin/env bash
+# bench/run.sh: the order service's benchmark runner (issue 6). It writes docs/BENCHMARKS.md.
+#
+#   bench/run.sh [options]
+#
+# Runs on one machine against the local PostgreSQL (127.0.0.1:5432, user postgres) and Redis
+# (127.0.0.1:6379), with release builds, traffic on loopback only:
+#   1. API:     seeds N orders into a fresh database, then wrk (Lua scripts in bench/wrk/) at C
+#               connections on GET /orders/{id}, GET /orders?storeNumber=..&size=20 and GraphQL
+#               order(id) with the full field set; side by side pgbench selecting one order by
+#               primary key (prepared, same C) and PostGraphile 4.14 serving the same table.
+#   2. ingest:  preloads N events (order-ingest publish-sample) into a fresh stream and times
+#               order-ingest draining it with 1 and 2 workers; side by side the same rows
+#               inserted directly with the same multi-row INSERT and batch size (the database
+#               ceiling) and one single-row INSERT per event in its own transaction (the
+#               existing service's pattern).
+#   3. latency: events published at a fixed rate; publish-to-committed-row percentiles.
+# Peak RSS is VmHWM from /proc/<pid>/status, reset before and read after each phase. With
+# profiling on (the default), perf samples the API under each workload and the ingest while
+# draining; the summaries go into the report. Results and logs: target/bench-run/.
+#
+# Options (environment variable in brackets):
+#   --events N            events preloaded and orders seeded            [BENCH_EVENTS=100000]
+#   --duration S          seconds of each measured wrk/pgbench run      [BENCH_DURATION=20]
+#   --warmup S            seconds of warm-up before each of them        [BENCH_WARMUP=5]
+#   --connections C       wrk connections and pgbench clients           [BENCH_CONNECTIONS=64]
+#   --rate R              events/s of the latency phase                 [BENCH_RATE=2000]
+#   --latency-seconds S   seconds of the latency phase                  [BENCH_LATENCY_SECONDS=30]
+#   --batch B             order-ingest --batch-size, and the ceiling's  [BENCH_BATCH=200]
+#   --stores S            store numbers the orders spread over          [BENCH_STORES=200]
+#   --existing-seconds S  time bound of the per-event pattern runs      [BENCH_EXISTING_SECONDS=15]
+#   --phases LIST         comma-separated subset of api,ingest,latency  [BENCH_PHASES=api,ingest,latency]
+#   --no-profile          skip the perf profiles                        [BENCH_PROFILE=0]
+#   --no-install          never apt-get/npm install                     [BENCH_INSTALL=0]
+#   --skip-build          use the release binaries already built        [BENCH_SKIP_BUILD=1]
+#   --output FILE         report path                                   [BENCH_OUTPUT=docs/BENCHMARKS.md]
+# Also: BENCH_DB (database, dropped and recreated: order_bench), PGHOST/PGPORT/PGUSER,
+# REDIS_URL, BENCH_PORT_BASE (first of the loopback ports used: 18080).
+#
+# Everything is bounded: every wait has a deadline, every load run a duration or a count. On
+# exit (also on Ctrl-C) the runner stops the processes it started, drops its database and
+# deletes its stream keys.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_DIR="$ROOT/bench"
+OUT="$ROOT/target/bench-run"
+
+EVENTS="${BENCH_EVENTS:-100000}"
+DURATION="${BENCH_DURATION:-20}"
+WARMUP="${BENCH_WARMUP:-5}"
+CONNECTIONS="${BENCH_CONNECTIONS:-64}"
+RATE="${BENCH_RATE:-2000}"
+LATENCY_SECONDS="${BENCH_LATENCY_SECONDS:-30}"
+BATCH="${BENCH_BATCH:-200}"
+STORES="${BENCH_STORES:-200}"
+EXISTING_SECONDS="${BENCH_EXISTING_SECONDS:-15}"
+PHASES="${BENCH_PHASES:-api,ingest,latency}"
+PROFILE="${BENCH_PROFILE:-1}"
+INSTALL="${BENCH_INSTALL:-1}"
+SKIP_BUILD="${BENCH_SKIP_BUILD:-0}"
+OUTPUT="${BENCH_OUTPUT:-$ROOT/docs/BENCHMARKS.md}"
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --events) EVENTS="$2"; shift 2 ;;
+    --duration) DURATION="$2"; shift 2 ;;
+    --warmup) WARMUP="$2"; shift 2 ;;
+    --connections) CONNECTIONS="$2"; shift 2 ;;
+    --rate) RATE="$2"; shift 2 ;;
+    --latency-seconds) LATENCY_SECONDS="$2"; shift 2 ;;
+    --batch) BATCH="$2"; shift 2 ;;
+    --stores) STORES="$2"; shift 2 ;;
+    --existing-seconds) EXISTING_SECONDS="$2"; shift 2 ;;
+    --phases) PHASES="$2"; shift 2 ;;
+    --no-profile) PROFILE=0; shift ;;
+    --no-install) INSTALL=0; shift ;;
+    --skip-build) SKIP_BUILD=1; shift ;;
+    --output) OUTPUT="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+for n in EVENTS DURATION WARMUP CONNECTIONS RATE LATENCY_SECONDS BATCH STORES EXISTING_SECONDS; do
+  [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || { echo "bench/run.sh: $n must be a positive integer" >&2; exit 2; }
+done
+has_phase() { [[ ",$PHASES," == *",$1,"* ]]; }
+
+export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
+DB="${BENCH_DB:-order_bench}"
+export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+PORT_BASE="${BENCH_PORT_BASE:-18080}"
+API_ADDR="127.0.0.1:$((PORT_BASE + 8))"
+PG_GRAPHILE_PORT=$((PORT_BASE + 5))
+PREFIX="order-bench:$$"
+THREADS="$(nproc)"
+BIN="$ROOT/target/release"
+export BENCH_DIR RUST_LOG="${RUST_LOG:-warn}"
+
+log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+now() { date +%s.%N; }
+# Records a command line for the report, then runs it.
+run_logged() { printf '%s\n' "$*" >> "$OUT/commands.txt"; "$@"; }
+json_line() { grep -o '{.*}' | tail -1; }
+
+# ---------------------------------------------------------------- processes and cleanup
+PIDS=()
+KEYS=()
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  if command -v redis-cli >/dev/null; then
+    for key in "${KEYS[@]}"; do redis-cli -u "$REDIS_URL" DEL "$key" "$key:dlq" >/dev/null 2>&1 || true; done
+  fi
+  psql -d postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  [ "$status" -eq 0 ] || log "exit status $status; logs in $OUT"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# SIGTERM, up to 10 s to exit, then SIGKILL; only our own children by pid.
+stop_pid() {
+  local pid="$1" i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+forget_pid() { local p keep=(); for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
+
+# Peak RSS: VmHWM (kB) of a process and its children (PostGraphile's cluster workers).
+family() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
+reset_hwm() { local p; for p in $(family "$1"); do echo 5 > "/proc/$p/clear_refs" 2>/dev/null || true; done; }
+hwm_kb() {
+  local p total=0 v
+  for p in $(family "$1"); do
+    v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+wait_http() { # url, seconds, [curl args...]
+  local url="$1" secs="$2" i; shift 2
+  for i in $(seq 1 $((secs * 10))); do
+    curl -fsS -o /dev/null --max-time 2 "$@" "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# -------------------------------------------------------------------------- install, build
+install_tools() {
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v pgbench >/dev/null || missing+=(postgresql-client)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
+  if [ "$PROFILE" = 1 ] && ! command -v perf >/dev/null; then missing+=(linux-perf); fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    [ "$INSTALL" = 1 ] || die "missing ${missing[*]} and --no-install given"
+    log "installing ${missing[*]} (apt-get)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if has_phase api && ! [ -x "$BENCH_DIR/node_modules/.bin/postgraphile" ]; then
+    [ "$INSTALL" = 1 ] || die "PostGraphile missing (bench/node_modules) and --no-install given"
+    command -v npm >/dev/null || die "npm is needed for PostGraphile"
+    log "installing PostGraphile 4.14 (npm, into bench/node_modules)"
+    (cd "$BENCH_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
+build() {
+  if [ "$SKIP_BUILD" = 1 ]; then log "skipping the build"; else
+    local packages=(-p order-bench -p order-api)
+    { has_phase ingest || has_phase latency; } && packages+=(-p order-ingest)
+    log "cargo build --release ${packages[*]}"
+    (cd "$ROOT" && cargo build --release --quiet "${packages[@]}")
+  fi
+}
+
+facts() {
+  local f="$OUT/facts.env"
+  {
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "nproc=$(nproc)"
+    echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+    echo "memory=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    echo "kernel=$(uname -r)"
+    echo "rustc=$(rustc -V 2>/dev/null)"
+    echo "postgres=$(psql -d postgres -qAtc 'SHOW server_version')"
+    echo "pg_settings=$(psql -d postgres -qAtc "SELECT string_agg(name || '=' || setting || COALESCE(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','synchronous_commit','fsync','max_connections','wal_level')")"
+    echo "redis=$(redis-cli -u "$REDIS_URL" INFO server | sed -n 's/^redis_version:\(.*\)\r$/\1/p')"
+    echo "node=$(node -v 2>/dev/null || echo none)"
+    echo "postgraphile=$(sed -n 's/^ *"version": *"\(.*\)".*/\1/p' "$BENCH_DIR/node_modules/postgraphile/package.json" 2>/dev/null | head -1)"
+    echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+    echo "pgbench=$(pgbench -V | awk '{print $3}')"
+    echo "perf=$(perf --version 2>/dev/null || echo none)"
+    echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "events=$EVENTS"; echo "duration=$DURATION"; echo "warmup=$WARMUP"
+    echo "connections=$CONNECTIONS"; echo "rate=$RATE"; echo "latency_seconds=$LATENCY_SECONDS"
+    echo "batch=$BATCH"; echo "stores=$STORES"; echo "existing_seconds=$EXISTING_SECONDS"
+    echo "threads=$THREADS"; echo "phases=$PHASES"; echo "profile=$PROFILE"
+  } > "$f"
+}
+
+# The schema, applied by order-api --migrate (the embedded migrations both binaries share).
+migrate() {
+  "$BIN/order-api" --listen "127.0.0.1:$((PORT_BASE + 9))" --auth-disabled --migrate > "$OUT/migrate.log" 2>&1 &
+  local m=$!; PIDS+=("$m")
+  wait_http "http://127.0.0.1:$((PORT_BASE + 9))/health/ready" 30 || die "migrations failed (see $OUT/migrate.log)"
+  stop_pid "$m"; forget_pid "$m"
+}
+
+fresh_database() {
+  psql -d postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+  psql -d postgres -qAtc "CREATE DATABASE $DB" >/dev/null
+}
+
+# ------------------------------------------------------------------------------ profiling
+# profile NAME PID SECONDS: a system-wide sample (which process uses the CPU) and a DWARF
+# call-graph sample of PID (what inside it), both in the background; `profile_wait` ends them.
+PERF_PIDS=()
+profile_start() {
+  local name="$1" pid="$2" secs="$3"
+  [ "$PROFILE" = 1 ] || return 0
+  perf record -q -a -F 499 -o "$OUT/perf-$name-all.data" -- sleep "$secs" >/dev/null 2>&1 &
+  PERF_PIDS+=($!); PIDS+=($!)
+  perf record -q -F 199 --call-graph dwarf,16384 -p "$pid" -o "$OUT/perf-$name-dwarf.data" -- sleep "$secs" >/dev/null 2>&1 &
+  PERF_PIDS+=($!); PIDS+=($!)
+}
+profile_wait() {
+  local p
+  for p in "${PERF_PIDS[@]}"; do wait "$p" 2>/dev/null || true; forget_pid "$p"; done
+  PERF_PIDS=()
+}
+profile_stop() { # ends recordings early (SIGINT makes perf write its file)
+  local p
+  for p in "${PERF_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  profile_wait
+}
+profile_summarize() { # name pid
+  local name="$1" pid="$2" all="$OUT/perf-$name-all.data" dwarf="$OUT/perf-$name-dwarf.data"
+  [ "$PROFILE" = 1 ] && [ -s "$all" ] || return 0
+  perf report -i "$all" --no-children --sort comm --stdio -g none 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -8 > "$OUT/profile-$name-comm.txt" || true
+  perf report -i "$all" --no-children --pid "$pid" --sort dso,symbol --stdio -g none 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' > "$OUT/profile-$name-self.txt" || true
+  [ -s "$dwarf" ] && perf report -i "$dwarf" --children --sort symbol --stdio -g none 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' > "$OUT/profile-$name-children.txt" || true
+  rm -f "$all" "$dwarf"
+}
+
+# ------------------------------------------------------------------------------ API phase
+wrk_run() { # name url script pid [VAR=value...]: warm-up, then the measured run -> $OUT/name.json
+  local name="$1" url="$2" script="$3" pid="$4"; shift 4
+  env "$@" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" --timeout 10s -s "$script" "$url" > "$OUT/$name.warmup.txt"
+  reset_hwm "$pid"
+  printf '%s wrk -t%s -c%s -d%ss --timeout 10s -s %s %s\n' "$*" "$THREADS" "$CONNECTIONS" "$DURATION" \
+    "${script#"$ROOT/"}" "$url" | sed 's/^ //' >> "$OUT/commands.txt"
+  env "$@" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s -s "$script" "$url" > "$OUT/$name.txt"
+  local hwm; hwm=$(hwm_kb "$pid")
+  grep '^WRK_JSON' "$OUT/$name.txt" | json_line | sed "s/}\$/,\"hwm_kb\":$hwm}/" > "$OUT/$name.json"
+  [ -s "$OUT/$name.json" ] || die "wrk gave no result for $name (see $OUT/$name.txt)"
+  log "$name: $(cat "$OUT/$name.json")"
+}
+
+api_phase() {
+  log "API phase: fresh database $DB, order-api on $API_ADDR"
+  fresh_database
+  "$BIN/order-api" --listen "$API_ADDR" --auth-disabled --migrate > "$OUT/order-api.log" 2>&1 &
+  local api=$!; PIDS+=("$api")
+  echo "order-api --listen $API_ADDR --auth-disabled --migrate   # DATABASE_URL=$DATABASE_URL, RUST_LOG=$RUST_LOG, pool: default (10)" >> "$OUT/commands.txt"
+  wait_http "http://$API_ADDR/health/ready" 30 || die "order-api did not become ready (see $OUT/order-api.log)"
+
+  log "seeding $EVENTS orders over $STORES stores"
+  run_logged "$BIN/order-bench" seed --count "$EVENTS" --stores "$STORES" --ids-out "$OUT/ids.txt" | json_line > "$OUT/seed.json"
+  export IDS_FILE="$OUT/ids.txt" STORES
+  local id; id=$(head -1 "$OUT/ids.txt")
+
+  # Sanity: every workload answers with the order before anything is measured.
+  curl -fsS "http://$API_ADDR/orders/$id" | grep -q "\"$id\"" || die "GET /orders/$id did not return the order"
+  curl -fsS "http://$API_ADDR/orders?storeNumber=1&size=20" | grep -q '"totalCount"' || die "the store listing failed"
+  curl -fsS -H 'Content-Type: application/json' "http://$API_ADDR/graphql" \
+    -d "{\"query\":\"query(\$id: ID!){order(id:\$id){id lineItems{sku} fulfillmentDetails{type}}}\",\"variables\":{\"id\":\"$id\"}}" \
+    | grep -q "\"id\":\"$id\"" || die "GraphQL order(id) did not return the order"
+
+  wrk_run api_order_by_id "http://$API_ADDR" "$BENCH_DIR/wrk/order_by_id.lua" "$api"
+  wrk_run api_orders_by_store "http://$API_ADDR" "$BENCH_DIR/wrk/orders_by_store.lua" "$api"
+  wrk_run api_graphql_order "http://$API_ADDR" "$BENCH_DIR/wrk/graphql_order.lua" "$api" GQL_FLAVOR=service
+
+  if [ "$PROFILE" = 1 ]; then
+    local name script flavor secs=8
+    for name in order_by_id orders_by_store graphql_order; do
+      script="$BENCH_DIR/wrk/$name.lua"
+      log "profiling order-api under $name (${secs}s)"
+      GQL_FLAVOR=service timeout $((secs + 10)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$((secs + 2))s" -s "$script" "http://$API_ADDR" > /dev/null &
+      local w=$!; PIDS+=("$w")
+      sleep 1
+      profile_start "api_$name" "$api" "$secs"
+      profile_wait
+      wait "$w" 2>/dev/null || true; forget_pid "$w"
+      profile_summarize "api_$name" "$api"
+    done
+  fi
+  stop_pid "$api"; forget_pid "$api"
+
+  log "pgbench: one order by primary key, prepared, $CONNECTIONS clients"
+  local pgb=(pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -D "orders=$EVENTS" -f "$BENCH_DIR/pgbench_pk.sql")
+  "${pgb[@]}" -T "$WARMUP" "$DB" > "$OUT/pgbench.warmup.txt" 2>&1
+  mkdir -p "$OUT/pgbench-log"; rm -f "$OUT/pgbench-log/"*
+  echo "pgbench -n -M prepared -c $CONNECTIONS -j $THREADS -D orders=$EVENTS -f bench/pgbench_pk.sql -T $DURATION -l $DB" >> "$OUT/commands.txt"
+  (cd "$OUT/pgbench-log" && "${pgb[@]}" -T "$DURATION" -l "$DB") > "$OUT/pgbench.txt" 2>&1
+  local tps; tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/pgbench.txt")
+  [ -n "$tps" ] || die "pgbench gave no result (see $OUT/pgbench.txt)"
+  # Per-transaction log: field 3 is the latency in microseconds.
+  cat "$OUT/pgbench-log/"* | awk '{print $3}' | sort -n > "$OUT/pgbench-latencies.txt"
+  local n p50 p99
+  n=$(wc -l < "$OUT/pgbench-latencies.txt")
+  p50=$(sed -n "$(( (n * 50 + 99) / 100 ))p" "$OUT/pgbench-latencies.txt")
+  p99=$(sed -n "$(( (n * 99 + 99) / 100 ))p" "$OUT/pgbench-latencies.txt")
+  printf '{"rps":%s,"requests":%s,"lat_p50_us":%s,"lat_p99_us":%s}\n' "$tps" "$n" "$p50" "$p99" > "$OUT/pgbench.json"
+  rm -rf "$OUT/pgbench-log" "$OUT/pgbench-latencies.txt"
+  log "pgbench: $(cat "$OUT/pgbench.json")"
+
+  log "PostGraphile $(sed -n 's/^postgraphile=//p' "$OUT/facts.env") with $THREADS cluster workers on 127.0.0.1:$PG_GRAPHILE_PORT"
+  local pg_cmd=("$BENCH_DIR/node_modules/.bin/postgraphile" -c "$DATABASE_URL" --host 127.0.0.1 --port "$PG_GRAPHILE_PORT"
+    --cluster-workers "$THREADS" --dynamic-json --disable-query-log --disable-graphiql -m 10)
+  echo "NODE_ENV=production postgraphile -c $DATABASE_URL --host 127.0.0.1 --port $PG_GRAPHILE_PORT --cluster-workers $THREADS --dynamic-json --disable-query-log --disable-graphiql -m 10" >> "$OUT/commands.txt"
+  NODE_ENV=production "${pg_cmd[@]}" > "$OUT/postgraphile.log" 2>&1 &
+  local pgl=$!; PIDS+=("$pgl")
+  local body="{\"query\":\"query(\$id: UUID!){orderById(id:\$id){id lineItems}}\",\"variables\":{\"id\":\"$id\"}}"
+  wait_http "http://127.0.0.1:$PG_GRAPHILE_PORT/graphql" 60 -H 'Content-Type: application/json' -d "$body" \
+    || die "PostGraphile did not start (see $OUT/postgraphile.log)"
+  curl -fsS -H 'Content-Type: application/json' "http://127.0.0.1:$PG_GRAPHILE_PORT/graphql" -d "$body" \
+    | grep -q "\"id\":\"$id\"" || die "PostGraphile orderById did not return the order"
+  wrk_run postgraphile_order "http://127.0.0.1:$PG_GRAPHILE_PORT" "$BENCH_DIR/wrk/graphql_order.lua" "$pgl" GQL_FLAVOR=postgraphile
+  stop_pid "$pgl"; forget_pid "$pgl"
+}
+
+# --------------------------------------------------------------------------- ingest phase
+ingest_start() { # key worker-number; sets LAST_PID
+  local key="$1" i="$2"
+  "$BIN/order-ingest" --stream-key "$key" --consumer-group order-service --consumer-name "bench-$i" \
+    --batch-size "$BATCH" --metrics-addr "127.0.0.1:$((PORT_BASE + 10 + i))" >> "$OUT/order-ingest-$i.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+preload() { # key count; sets PUBLISH_RATE (events/s)
+  local key="$1" count="$2"
+  KEYS+=("$key")
+  # The group must exist before the events: order-ingest creates it at `$` (new entries only).
+  redis-cli -u "$REDIS_URL" XGROUP CREATE "$key" order-service 0 MKSTREAM > /dev/null
+  local t0 t1; t0=$(now)
+  ORDER_STREAM_KEY="$key" run_logged "$BIN/order-ingest" publish-sample --count "$count" --rate 0 --stores "$STORES" > "$OUT/publish-$key.txt" 2>&1 \
+    || die "publish-sample failed (see $OUT/publish-$key.txt)"
+  t1=$(now)
+  local len; len=$(redis-cli -u "$REDIS_URL" XLEN "$key")
+  [ "$len" -ge "$count" ] || die "stream $key has $len entries, expected $count"
+  PUBLISH_RATE=$(awk -v n="$count" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
+}
+
+drain() { # workers key name [profile]
+  local workers="$1" key="$2" name="$3" prof="${4:-0}" expect
+  expect=$(redis-cli -u "$REDIS_URL" XLEN "$key")
+  psql -qAtc "TRUNCATE orders" >/dev/null
+  psql -qAtc "CHECKPOINT" >/dev/null
+  local pids=() i t0 t1
+  t0=$(now)
+  for i in $(seq 1 "$workers"); do ingest_start "$key" "$i"; pids+=("$LAST_PID"); done
+  [ "$prof" = 1 ] && profile_start "$name" "${pids[0]}" 120
+  "$BIN/order-bench" wait-drain --stream "$key" --expect "$expect" --timeout-seconds 600 | json_line > "$OUT/$name.wait.json"
+  t1=$(now)
+  [ "$prof" = 1 ] && profile_stop
+  local hwm_list=() inserted=0 dead=0 m
+  for i in $(seq 1 "$workers"); do
+    hwm_list+=("$(hwm_kb "${pids[$((i - 1))]}")")
+    m=$(curl -fsS --max-time 5 "http://127.0.0.1:$((PORT_BASE + 10 + i))/metrics" || true)
+    inserted=$((inserted + $(echo "$m" | awk '/^order_ingest_events_inserted_total/ {s+=$2} END {print s+0}')))
+    dead=$((dead + $(echo "$m" | awk '/^order_ingest_events_dead_lettered_total/ {s+=$2} END {print s+0}')))
+  done
+  [ "$prof" = 1 ] && profile_summarize "$name" "${pids[0]}"
+  for i in "${pids[@]}"; do stop_pid "$i"; forget_pid "$i"; done
+  local max_hwm; max_hwm=$(printf '%s\n' "${hwm_list[@]}" | sort -n | tail -1)
+  python3 - "$OUT/$name.wait.json" "$workers" "$expect" "$t0" "$t1" "$inserted" "$dead" "$max_hwm" > "$OUT/$name.json" <<'EOF'
+import json, sys
+wait = json.load(open(sys.argv[1]))
+workers, expect, t0, t1, inserted, dead, hwm = sys.argv[2:]
+seconds = float(t1) - float(t0)
+wait.update(workers=int(workers), events=int(expect), seconds=seconds,
+            rows_per_s=wait["rows"] / seconds, inserted_metric=int(inserted),
+            dead_lettered=int(dead), hwm_kb=int(hwm))
+print(json.dumps(wait))
+EOF
+  log "$name: $(cat "$OUT/$name.json")"
+  grep -q '"drained": true' "$OUT/$name.json" || die "$name did not drain within the time limit"
+}
+
+ingest_phase() {
+  log "ingest phase: fresh database $DB"
+  fresh_database
+  migrate
+  local w key
+  for w in 1 2; do
+    key="$PREFIX:drain$w"
+    log "preloading $EVENTS events into $key"
+    preload "$key" "$EVENTS"
+    echo "{\"events\":$EVENTS,\"events_per_s\":$PUBLISH_RATE}" > "$OUT/publish_w$w.json"
+    echo "order-ingest --stream-key $key --consumer-group order-service --consumer-name bench-N --batch-size $BATCH --metrics-addr 127.0.0.1:PORT   # x$w, DATABASE_URL=$DATABASE_URL" >> "$OUT/commands.txt"
+    log "draining with $w worker(s)"
+    drain "$w" "$key" "ingest_w$w"
+    log "database ceiling: same rows, multi-row INSERT of $BATCH, $w connection(s)"
+    run_logged "$BIN/order-bench" insert --mode batch --batch "$BATCH" --conns "$w" --max-seconds 600 | json_line > "$OUT/ceiling_w$w.json"
+    log "ceiling_w$w: $(cat "$OUT/ceiling_w$w.json")"
+    log "existing pattern: one INSERT per event in its own transaction, $w connection(s), ${EXISTING_SECONDS}s"
+    run_logged "$BIN/order-bench" insert --mode single --conns "$w" --max-seconds "$EXISTING_SECONDS" | json_line > "$OUT/existing_w$w.json"
+    log "existing_w$w: $(cat "$OUT/existing_w$w.json")"
+    if [ "$w" = 1 ]; then redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null; fi
+  done
+  if [ "$PROFILE" = 1 ]; then
+    local n=$(( EVENTS < 50000 ? EVENTS : 50000 ))
+    key="$PREFIX:profile"
+    log "profiling order-ingest draining $n events (1 worker)"
+    preload "$key" "$n"
+    drain 1 "$key" ingest_profile 1
+    redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null
+  fi
+}
+
+# -------------------------------------------------------------------------- latency phase
+latency_phase() {
+  log "latency phase: $RATE events/s for ${LATENCY_SECONDS}s, 1 worker"
+  local source="$PREFIX:drain2"
+  if ! has_phase ingest; then
+    fresh_database
+    migrate
+    preload "$source" "$((RATE * LATENCY_SECONDS))"
+  fi
+  psql -qAtc "TRUNCATE orders" >/dev/null
+  local key="$PREFIX:latency"; KEYS+=("$key")
+  redis-cli -u "$REDIS_URL" XGROUP CREATE "$key" order-service '$' MKSTREAM > /dev/null
+  ingest_start "$key" 3; local pid="$LAST_PID"
+  wait_http "http://127.0.0.1:$((PORT_BASE + 13))/health/ready" 30 || die "order-ingest did not become ready"
+  reset_hwm "$pid"
+  echo "order-ingest --stream-key $key --consumer-group order-service --consumer-name bench-3 --batch-size $BATCH   # 1 worker" >> "$OUT/commands.txt"
+  run_logged "$BIN/order-bench" latency --source-stream "$source" --stream "$key" --rate "$RATE" --seconds "$LATENCY_SECONDS" \
+    | json_line > "$OUT/latency.json"
+  local hwm; hwm=$(hwm_kb "$pid")
+  sed -i "s/}\$/,\"hwm_kb\":$hwm}/" "$OUT/latency.json"
+  stop_pid "$pid"; forget_pid "$pid"
+  log "latency: $(cat "$OUT/latency.json")"
+}
+
+# ---------------------------------------------------------------------------------- main
+rm -rf "$OUT"; mkdir -p "$OUT"
+: > "$OUT/commands.txt"
+STARTED=$(now)
+install_tools
+build
+for b in order-bench order-api $({ has_phase ingest || has_phase latency; } && echo order-ingest); do
+  [ -x "$BIN/$b" ] || die "missing $BIN/$b"
+done
+psql -d postgres -qAtc 'SELECT 1' >/dev/null || die "PostgreSQL at $PGHOST:$PGPORT does not answer"
+redis-cli -u "$REDIS_URL" PING | grep -q PONG || die "Redis at $REDIS_URL does not answer"
+facts
+has_phase api && api_phase
+has_phase ingest && ingest_phase
+has_phase latency && latency_phase
+echo "total_seconds=$(awk -v a="$STARTED" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')" >> "$OUT/facts.env"
+mkdir -p "$(dirname "$OUTPUT")"
+python3 "$BENCH_DIR/report.py" "$OUT" > "$OUTPUT.tmp"
+mv "$OUTPUT.tmp" "$OUTPUT"
+log "wrote ${OUTPUT#"$ROOT/"} ($(awk -F= '/^total_seconds/ {print $2}' "$OUT/facts.env") s)"

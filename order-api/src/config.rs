@@ -1,0 +1,72 @@
+//! The one place every setting is read: command-line flags, each with an environment variable,
+//! so that the same binary runs from a shell, docker-compose or Kubernetes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use order_store::DbArgs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// order-api: the REST and GraphQL API over orderdb.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "order-api", version, about)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "ORDER_API_ADDR", default_value = "0.0.0.0:8088")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Log line format; the level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// URL of the JWKS the tokens are verified against (http), e.g.
+    /// `http://user-service:8080/.well-known/jwks.json`.
+    #[arg(long, env = "ORDER_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// PEM file with the public key (RSA or P-256 EC) the tokens are verified against.
+    #[arg(long, env = "ORDER_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Accepted token issuers (`iss`), comma-separated. Required unless auth is disabled.
+    #[arg(long, env = "ORDER_JWT_ISSUERS", value_delimiter = ',')]
+    pub jwt_issuers: Vec<String>,
+
+    /// The audience (`aud`) a token must contain.
+    #[arg(long, env = "ORDER_JWT_AUDIENCE", default_value = "reactive-test-api")]
+    pub jwt_audience: String,
+
+    /// Serve every route without a token. Only for local development: it must be asked for
+    /// explicitly, the server never falls back to it.
+    #[arg(long, env = "ORDER_AUTH_DISABLED", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub auth_disabled: bool,
+
+    /// Largest accepted request body, in bytes (larger bodies get 413).
+    #[arg(long, env = "ORDER_MAX_BODY_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub max_body_bytes: u64,
+
+    /// Upper bound on one database operation (checkout plus query), in milliseconds; past it
+    /// the request answers 503 instead of hanging on a silent database.
+    #[arg(long, env = "ORDER_DB_QUERY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_query_timeout_ms: u64,
+}
+
+impl Config {
+    pub fn db_query_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_query_timeout_ms)
+    }
+}

@@ -1,0 +1,9 @@
+//! order-api through real HTTP against a real PostgreSQL (a fresh database per test).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
+mod auth;
+mod binary;
+mod common;
+mod graphql;
+mod outage;
+mod rest;

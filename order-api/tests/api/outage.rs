@@ -1,0 +1,179 @@
+//! Database outage: a TCP proxy between the API and PostgreSQL that the test cuts and
+//! restores (the shared PostgreSQL itself is never touched, FIELD-NOTES 4).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::common::{get, graphql, read_token, variant, TestApp};
+use order_store::test_db::TestDatabase;
+
+/// Forwards connections to `upstream` while up; when cut, drops every open connection and
+/// closes new ones at once.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accept = {
+            let up = up.clone();
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if !up.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(task);
+                }
+            })
+        };
+        Self {
+            addr,
+            up,
+            connections,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+fn upstream_of(url: &str) -> (SocketAddr, String) {
+    // postgres://user@host:port/db
+    let rest = url.split("://").nth(1).unwrap();
+    let (authority, path) = rest.split_once('/').unwrap();
+    let (userinfo, hostport) = authority.rsplit_once('@').unwrap();
+    let hostport = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:5432")
+    };
+    let host = hostport.replace("localhost", "127.0.0.1");
+    let addr: SocketAddr = host.parse().unwrap();
+    (addr, format!("{userinfo}@{{}}/{path}"))
+}
+
+async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn database_outage_is_a_503_and_recovers() {
+    let db = TestDatabase::new().await;
+    let (upstream, template) = upstream_of(db.url());
+    let proxy = Proxy::start(upstream).await;
+    let proxied = format!(
+        "postgres://{}",
+        template.replace("{}", &proxy.addr.to_string())
+    );
+    let app = TestApp::start_with(
+        db,
+        &proxied,
+        &[
+            "--jwt-public-key-file",
+            crate::common::keys().rsa_public_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let order = variant("delivery", 8, Some("c-out"), chrono::Utc::now());
+    let path = format!("/orders/{}", order.id);
+    app.insert(&[order]).await;
+    let token = read_token();
+    assert_eq!(get(&app, "/health/ready", None).await.status, 200);
+    assert_eq!(get(&app, &path, Some(&token)).await.status, 200);
+
+    proxy.cut();
+    let started = Instant::now();
+    get(&app, "/health/ready", None)
+        .await
+        .error(503, "/health/ready");
+    let body = get(&app, &path, Some(&token)).await.error(503, &path);
+    assert_eq!(body["error"], "Service Unavailable");
+    get(&app, "/orders/store/8", Some(&token))
+        .await
+        .error(503, "/orders/store/8");
+    get(&app, "/orders?storeNumber=8", Some(&token))
+        .await
+        .error(503, "/orders");
+    let reply = graphql(
+        &app,
+        Some(&token),
+        "{ ordersByCustomer(customerId: \"c-out\") { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json()["errors"][0]["extensions"]["classification"],
+        "INTERNAL_ERROR"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "outage answers came within the pool timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(&app, "/health/live", None).await.status, 200);
+
+    proxy.restore();
+    eventually(
+        "readiness after recovery",
+        Duration::from_secs(20),
+        async || get(&app, "/health/ready", None).await.status == 200,
+    )
+    .await;
+    eventually(
+        "reads after recovery",
+        Duration::from_secs(20),
+        async || get(&app, &path, Some(&token)).await.status == 200,
+    )
+    .await;
+    app.stop().await;
+}

@@ -1,0 +1,18 @@
+//! `order-ingest`: checkout's OrderCompleted events from a Redis stream into orderdb, at least
+//! once and idempotently. The binary is thin wiring around these modules, which the
+//! integration tests drive directly.
+
+pub mod backfill;
+pub mod config;
+pub mod consumer;
+pub mod dlq;
+pub mod event;
+pub mod metrics;
+pub mod replay;
+pub mod retry;
+pub mod sample;
+pub mod stream;
+
+pub use config::{Cli, StreamArgs};
+pub use consumer::{Consumer, Exit};
+pub use metrics::Metrics;

@@ -1,0 +1,576 @@
+//! The consumer loop against real Redis and PostgreSQL, driven in-process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use order_ingest::Exit;
+use order_store::models::{instant, money};
+use order_store::BigDecimal;
+use redis::Commands;
+use serde_json::Value;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Compares a stored order (as the service prints it) with checkout's JSON for it: money as
+/// exact decimals printed with two decimals, instants as instants, everything else equal.
+fn assert_same(path: &str, published: &Value, stored: &Value) {
+    match (published, stored) {
+        (Value::Object(p), Value::Object(s)) => {
+            let pk: HashSet<_> = p.keys().collect();
+            let sk: HashSet<_> = s.keys().collect();
+            assert_eq!(pk, sk, "{path}: same fields");
+            for (k, v) in p {
+                assert_same(&format!("{path}.{k}"), v, &s[k]);
+            }
+        }
+        (Value::Array(p), Value::Array(s)) => {
+            assert_eq!(p.len(), s.len(), "{path}: same length");
+            for (i, (p, s)) in p.iter().zip(s).enumerate() {
+                assert_same(&format!("{path}[{i}]"), p, s);
+            }
+        }
+        (Value::Number(p), Value::Number(s)) if is_money(path) => {
+            let p: BigDecimal = money::parse(&p.to_string()).unwrap();
+            let s_text = s.to_string();
+            let s: BigDecimal = money::parse(&s_text).unwrap();
+            assert_eq!(p, s, "{path}: same amount");
+            assert_eq!(
+                s_text.split_once('.').map(|(_, d)| d.len()),
+                Some(2),
+                "{path}: printed with two decimals ({s_text})"
+            );
+        }
+        (Value::String(p), Value::String(s)) if instant::parse(p).is_ok() => {
+            assert_eq!(instant::parse(p), instant::parse(s), "{path}: same instant");
+        }
+        (p, s) => assert_eq!(p, s, "{path}"),
+    }
+}
+
+fn is_money(path: &str) -> bool {
+    let field = path.rsplit('.').next().unwrap_or_default();
+    [
+        "subtotal",
+        "discountTotal",
+        "taxTotal",
+        "fulfillmentCost",
+        "grandTotal",
+        "unitPrice",
+        "discountAmount",
+        "lineTotal",
+        "appliedAmount",
+    ]
+    .contains(&field)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixture_lands_with_all_fields_equal_and_skips_are_acked() {
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    let fixtures = [
+        "order-completed-delivery.json",
+        "order-completed-immediate-minimal.json",
+        "order-completed-large-amount.json",
+    ];
+    stream.publish_init();
+    let running = Running::start(args(&stream, "c1"), pool.clone());
+    // Published after the group exists (it starts at `$`).
+    wait_until(WAIT, "group", || async { !stream.groups().is_empty() }).await;
+    stream.publish_init();
+    for name in fixtures {
+        stream.publish_event(&fixture(name));
+    }
+    stream.publish_event(&fixture("other-event-type.json"));
+    wait_rows(&pool, 3, WAIT).await;
+    wait_until(WAIT, "everything acked", || async {
+        stream.pending("order-service") == 0 && running.get(|m| &m.skipped) == 2
+    })
+    .await;
+
+    for name in fixtures {
+        let event: Value = serde_json::from_str(&fixture(name)).unwrap();
+        let published = &event["data"]["order"];
+        let id: Uuid = published["id"].as_str().unwrap().parse().unwrap();
+        let order = stored(&pool, id).await.expect("stored");
+        let printed = serde_json::to_value(&order).unwrap();
+        assert_same(name, published, &printed);
+    }
+    assert!(stream.dead_letters().is_empty(), "nothing dead-lettered");
+    assert_eq!(running.get(|m| &m.inserted), 3);
+    assert_eq!(running.stop().await, Exit::Clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_order_published_twice_gives_one_row() {
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    let running = Running::start(args(&stream, "c1"), pool.clone());
+    wait_until(WAIT, "group", || async { !stream.groups().is_empty() }).await;
+    let (id, event) = synthetic_event(5);
+    let again = with_new_event_id(&event);
+    assert_ne!(event, again);
+    // Twice in one batch, and once more in a later one.
+    stream.publish_event(&event);
+    stream.publish_event(&again);
+    wait_rows(&pool, 1, WAIT).await;
+    stream.publish_event(&with_new_event_id(&event));
+    wait_until(WAIT, "three events handled", || async {
+        running.get(|m| &m.inserted) + running.get(|m| &m.duplicates) == 3
+    })
+    .await;
+    assert_eq!(row_count(&pool).await, 1);
+    assert!(stored(&pool, id).await.is_some());
+    assert_eq!(running.get(|m| &m.inserted), 1);
+    assert_eq!(running.get(|m| &m.duplicates), 2);
+    assert!(stream.dead_letters().is_empty());
+    assert_eq!(running.stop().await, Exit::Clean);
+    assert_eq!(stream.pending("order-service"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_goes_to_the_dlq_verbatim_and_good_entries_of_the_batch_are_inserted() {
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    // Create the group first, publish everything, then start: one batch holds it all.
+    let _: () = stream
+        .conn()
+        .xgroup_create_mkstream(&stream.key, "order-service", "$")
+        .unwrap();
+
+    let (good1, good1_event) = synthetic_event(1);
+    let good1_number = {
+        let v: Value = serde_json::from_str(&good1_event).unwrap();
+        v["data"]["order"]["orderNumber"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (good2, good2_event) = synthetic_event(2);
+    // Odd optional attributes: a seconds-less time and no subject are still a valid order.
+    let (odd, odd_event) = {
+        let (id, e) = synthetic_event(3);
+        let mut v: Value = serde_json::from_str(&e).unwrap();
+        v["time"] = "2025-12-13T10:15Z".into();
+        v.as_object_mut().unwrap().remove("subject");
+        (id, serde_json::to_string(&v).unwrap())
+    };
+    let unknown_enum = {
+        let mut v: Value = serde_json::from_str(&synthetic_event(4).1).unwrap();
+        v["data"]["order"]["status"] = "TELEPORTED".into();
+        serde_json::to_string(&v).unwrap()
+    };
+    let too_long = {
+        let mut v: Value = serde_json::from_str(&synthetic_event(4).1).unwrap();
+        v["data"]["order"]["orderNumber"] = "X".repeat(51).into();
+        serde_json::to_string(&v).unwrap()
+    };
+    let conflict = synthetic_event_for(Uuid::new_v4(), &good1_number, 9);
+    let missing_order = r#"{"specversion":"1.0","id":"e-missing","source":"s","type":"org.example.checkout.OrderCompleted","data":{"checkoutSessionId":"cs"}}"#;
+    let not_cloudevent = r#"{"hello":"world"}"#;
+    let not_json = "{\"specversion\":\"1.0\", oops";
+
+    let mut expected: Vec<(String, &str, String)> = Vec::new(); // (streamId, class, payload)
+    stream.publish_event(&good1_event);
+    for (payload, class) in [
+        (not_json.to_owned(), "invalid_json"),
+        (not_cloudevent.to_owned(), "not_cloudevent"),
+        (missing_order.to_owned(), "missing_order"),
+        (unknown_enum, "invalid_order"),
+        (too_long, "invalid_value"),
+        (conflict, "order_number_conflict"),
+    ] {
+        let id = stream.publish(
+            "poison-event",
+            "org.example.checkout.OrderCompleted",
+            &payload,
+        );
+        expected.push((id, class, payload));
+    }
+    stream.publish_event(&good2_event);
+    stream.publish_event(&odd_event);
+
+    let running = Running::start(args(&stream, "c1"), pool.clone());
+    wait_rows(&pool, 3, WAIT).await;
+    wait_until(WAIT, "dead letters", || async {
+        stream.dead_letters().len() >= expected.len() && stream.pending("order-service") == 0
+    })
+    .await;
+    for id in [good1, good2, odd] {
+        assert!(stored(&pool, id).await.is_some(), "{id} stored");
+    }
+    let letters = stream.dead_letters();
+    assert_eq!(letters.len(), expected.len());
+    for (stream_id, class, payload) in &expected {
+        let letter = letters
+            .iter()
+            .find(|l| &l["streamId"] == stream_id)
+            .unwrap_or_else(|| panic!("dead letter for {stream_id}"));
+        assert_eq!(&letter["errorClass"], class, "{stream_id}");
+        assert_eq!(&letter["payload"], payload, "payload verbatim");
+        assert_eq!(letter["eventId"], "poison-event");
+        assert!(!letter["error"].is_empty());
+        assert!(chrono::DateTime::parse_from_rfc3339(&letter["failedAt"]).is_ok());
+    }
+    assert_eq!(running.get(|m| &m.inserted), 3);
+    assert_eq!(running.metrics.dead_lettered_total(), 6);
+    assert_eq!(running.stop().await, Exit::Clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_mid_stream_dead_letters_nothing_and_recovers() {
+    let (db, pool) = database().await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let mut db_args = db.args();
+    db_args.database_url = proxy.url_for(db.url(), 5432);
+    db_args.db_connect_timeout_ms = 1000;
+    let proxied = order_store::build_pool(&db_args, "order-ingest-test");
+    let stream = TestStream::new();
+    let mut a = args(&stream, "c1");
+    a.batch_size = 4;
+    let running = Running::start(a, proxied);
+    wait_until(WAIT, "group", || async { !stream.groups().is_empty() }).await;
+
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (id, e) = synthetic_event(7);
+        stream.publish_event(&e);
+        ids.push(id);
+    }
+    wait_rows(&pool, 5, WAIT).await;
+
+    proxy.cut();
+    for _ in 0..10 {
+        let (id, e) = synthetic_event(7);
+        stream.publish_event(&e);
+        ids.push(id);
+    }
+    wait_until(WAIT, "retries during the outage", || async {
+        running.get(|m| &m.retried) >= 3
+    })
+    .await;
+    assert!(running.metrics.is_degraded());
+    assert!(
+        stream.dead_letters().is_empty(),
+        "no dead letters during the outage"
+    );
+    assert!(
+        stream.pending("order-service") > 0,
+        "the batch in flight is held, not acked"
+    );
+    assert_eq!(row_count(&pool).await, 5);
+
+    proxy.restore();
+    wait_rows(&pool, 15, WAIT).await;
+    wait_until(WAIT, "all acked", || async {
+        stream.pending("order-service") == 0
+    })
+    .await;
+    for id in ids {
+        assert!(stored(&pool, id).await.is_some());
+    }
+    assert!(stream.dead_letters().is_empty(), "still no dead letters");
+    assert!(!running.metrics.is_degraded());
+    assert_eq!(running.stop().await, Exit::Clean);
+}
+
+async fn workers_insert_every_order_exactly_once(workers: usize) {
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    let _: () = stream
+        .conn()
+        .xgroup_create_mkstream(&stream.key, "order-service", "$")
+        .unwrap();
+    let mut running = Vec::new();
+    for i in 0..workers {
+        let mut a = args(&stream, &format!("worker-{i}"));
+        a.batch_size = 7;
+        running.push(Running::start(a, pool.clone()));
+    }
+    let n = 300;
+    let mut ids = HashSet::new();
+    for _ in 0..n {
+        let (id, e) = synthetic_event(11);
+        stream.publish_event(&e);
+        ids.insert(id);
+    }
+    wait_rows(&pool, n, Duration::from_secs(60)).await;
+    wait_until(WAIT, "all acked", || async {
+        stream.pending("order-service") == 0
+    })
+    .await;
+    let inserted: u64 = running.iter().map(|r| r.get(|m| &m.inserted)).sum();
+    let duplicates: u64 = running.iter().map(|r| r.get(|m| &m.duplicates)).sum();
+    let read: u64 = running.iter().map(|r| r.get(|m| &m.read)).sum();
+    assert_eq!(inserted, n as u64, "each order inserted once");
+    assert_eq!(duplicates, 0, "no order handled twice");
+    assert_eq!(read, n as u64, "no entry delivered twice");
+    assert!(
+        running.iter().filter(|r| r.get(|m| &m.read) > 0).count() >= 2,
+        "the work was shared"
+    );
+    for id in ids {
+        assert!(stored(&pool, id).await.is_some());
+    }
+    for r in running {
+        assert_eq!(r.stop().await, Exit::Clean);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_insert_every_order_exactly_once() {
+    workers_insert_every_order_exactly_once(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_insert_every_order_exactly_once() {
+    workers_insert_every_order_exactly_once(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_delivered_too_often_are_dead_lettered_with_their_count() {
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    let mut conn = stream.conn();
+    let _: () = conn
+        .xgroup_create_mkstream(&stream.key, "order-service", "$")
+        .unwrap();
+    let (crashing, crashing_event) = synthetic_event(3);
+    let (fine, fine_event) = synthetic_event(3);
+    let crashing_id = stream.publish_event(&crashing_event);
+    let fine_id = stream.publish_event(&fine_event);
+    // A consumer that died with both, the first one already delivered 9 times.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("order-service")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&stream.key)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&stream.key)
+        .arg("order-service")
+        .arg("ghost")
+        .arg(0)
+        .arg(&crashing_id)
+        .arg("RETRYCOUNT")
+        .arg(9)
+        .query(&mut conn)
+        .unwrap();
+
+    let mut a = args(&stream, "c1");
+    a.claim_idle_ms = 200;
+    let running = Running::start(a, pool.clone());
+    wait_rows(&pool, 1, WAIT).await;
+    wait_until(WAIT, "dead letter", || async {
+        stream.dead_letters().len() == 1 && stream.pending("order-service") == 0
+    })
+    .await;
+    let letter = &stream.dead_letters()[0];
+    assert_eq!(letter["errorClass"], "max_deliveries_exceeded");
+    assert_eq!(letter["streamId"], crashing_id);
+    assert_eq!(letter["deliveryCount"], "10");
+    assert_eq!(letter["payload"], crashing_event);
+    assert!(stored(&pool, fine).await.is_some());
+    assert!(stored(&pool, crashing).await.is_none());
+    assert_eq!(running.get(|m| &m.claimed), 2);
+    let _ = fine_id;
+    assert_eq!(running.stop().await, Exit::Clean);
+}
+
+/// A private redis-server on a spare port, for faults that must not touch the shared one.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let url = format!("redis://127.0.0.1:{port}");
+        wait_until(Duration::from_secs(10), "private redis", || {
+            let url = url.clone();
+            async move {
+                redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .is_ok()
+            }
+        })
+        .await;
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// FIELD-NOTES 1: the consumer's connections are killed while its read is parked in BLOCK; it
+/// must notice, reconnect and go on consuming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_during_a_blocking_read_are_rebuilt() {
+    let redis = PrivateRedis::start().await;
+    let (_db, pool) = database().await;
+    let stream = TestStream::on(&redis.url());
+    let mut a = args(&stream, "c1");
+    a.redis_url = redis.url();
+    a.block_ms = 1000;
+    let running = Running::start(a, pool.clone());
+    wait_until(WAIT, "group", || async { !stream.groups().is_empty() }).await;
+    let (_, e) = synthetic_event(1);
+    stream.publish_event(&e);
+    wait_rows(&pool, 1, WAIT).await;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _: redis::Value = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut stream.conn())
+            .unwrap();
+        let (_, e) = synthetic_event(1);
+        stream.publish_event(&e);
+        wait_rows(&pool, 2 + round, WAIT).await;
+    }
+    assert_eq!(running.stop().await, Exit::Clean);
+    assert_eq!(stream.pending("order-service"), 0);
+}
+
+/// The Redis server restarts empty (no persistence, CONTRACT defect 7): the group is gone;
+/// the consumer recreates it and consumes what is published afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_stream_and_group_are_recreated() {
+    let redis = PrivateRedis::start().await;
+    let (_db, pool) = database().await;
+    let stream = TestStream::on(&redis.url());
+    let mut a = args(&stream, "c1");
+    a.redis_url = redis.url();
+    let running = Running::start(a, pool.clone());
+    wait_until(WAIT, "group", || async { !stream.groups().is_empty() }).await;
+    let _: () = stream.conn().del(&stream.key).unwrap();
+    let (_, e) = synthetic_event(1);
+    wait_until(WAIT, "group recreated", || async {
+        !stream.groups().is_empty()
+    })
+    .await;
+    stream.publish_event(&e);
+    wait_rows(&pool, 1, WAIT).await;
+    assert!(running.get(|m| &m.retried) >= 1);
+    assert_eq!(running.stop().await, Exit::Clean);
+}
+
+/// An entry pending on this consumer but deleted from the stream (XDEL, MAXLEN trimming)
+/// comes back from `XREADGROUP ... 0` without fields; it is acknowledged, not a stuck loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_pending_entries_deleted_from_the_stream_are_acknowledged() {
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    let mut conn = stream.conn();
+    let _: () = conn
+        .xgroup_create_mkstream(&stream.key, "order-service", "$")
+        .unwrap();
+    let (_, gone) = synthetic_event(3);
+    let (kept, kept_event) = synthetic_event(3);
+    let gone_id = stream.publish_event(&gone);
+    stream.publish_event(&kept_event);
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("order-service")
+        .arg("c1")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&stream.key)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    let _: i64 = conn.xdel(&stream.key, &[&gone_id]).unwrap();
+    assert_eq!(stream.pending_for("order-service", "c1"), 2);
+
+    let running = Running::start(args(&stream, "c1"), pool.clone());
+    wait_rows(&pool, 1, WAIT).await;
+    wait_until(WAIT, "nothing pending", || async {
+        stream.pending("order-service") == 0
+    })
+    .await;
+    assert!(stored(&pool, kept).await.is_some());
+    assert!(stream.dead_letters().is_empty());
+    assert_eq!(running.get(|m| &m.skipped), 1);
+    assert_eq!(running.stop().await, Exit::Clean);
+}
+
+/// FIELD-NOTES 3: a BLOCK longer than redis-rs's default 500 ms response timeout is not a
+/// failure: idle reads time out on the server side and return nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_blocking_reads_longer_than_the_client_default_timeout_are_not_failures() {
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    let mut a = args(&stream, "c1");
+    a.block_ms = 1500;
+    let running = Running::start(a, pool.clone());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(running.get(|m| &m.retried), 0, "no read failed");
+    let (_, e) = synthetic_event(3);
+    stream.publish_event(&e);
+    wait_rows(&pool, 1, WAIT).await;
+    assert_eq!(running.stop().await, Exit::Clean);
+}
+
+/// FIELD-NOTES 1: the socket under a parked blocking read goes silent without being closed.
+/// The read's client-side deadline (BLOCK + margin) must fire, the connection be rebuilt, and
+/// consumption go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_socket_under_a_blocking_read_is_abandoned_after_the_deadline() {
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let mut a = args(&stream, "c1");
+    a.redis_url = proxy.url_for(&redis_url(), 6379);
+    a.block_ms = 500;
+    let running = Running::start(a, pool.clone());
+    wait_until(WAIT, "group", || async { !stream.groups().is_empty() }).await;
+    let (_, e) = synthetic_event(1);
+    stream.publish_event(&e);
+    wait_rows(&pool, 1, WAIT).await;
+
+    proxy.blackhole();
+    let (_, e) = synthetic_event(1);
+    stream.publish_event(&e);
+    wait_rows(&pool, 2, WAIT).await;
+    assert!(
+        running.get(|m| &m.retried) >= 1,
+        "the silent read was noticed"
+    );
+    assert!(stream.dead_letters().is_empty());
+    assert_eq!(running.stop().await, Exit::Clean);
+    assert_eq!(stream.pending("order-service"), 0);
+}
