@@ -89,7 +89,7 @@ has_phase() { [[ ",$PHASES," == *",$1,"* ]]; }
 
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 DB="${BENCH_DB:-order_bench}"
-export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
+export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" PGDATABASE="$DB"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 PORT_BASE="${BENCH_PORT_BASE:-18080}"
 API_ADDR="127.0.0.1:$((PORT_BASE + 8))"
@@ -209,12 +209,9 @@ facts() {
   } > "$f"
 }
 
-# The schema, applied by order-api --migrate (the embedded migrations both binaries share).
+# The schema: `order-ingest migrate` (the embedded migrations both binaries share).
 migrate() {
-  "$BIN/order-api" --listen "127.0.0.1:$((PORT_BASE + 9))" --auth-disabled --migrate > "$OUT/migrate.log" 2>&1 &
-  local m=$!; PIDS+=("$m")
-  wait_http "http://127.0.0.1:$((PORT_BASE + 9))/health/ready" 30 || die "migrations failed (see $OUT/migrate.log)"
-  stop_pid "$m"; forget_pid "$m"
+  "$BIN/order-ingest" migrate > "$OUT/migrate.log" 2>&1 || die "migrations failed (see $OUT/migrate.log)"
 }
 
 fresh_database() {
@@ -245,11 +242,12 @@ profile_stop() { # ends recordings early (SIGINT makes perf write its file)
   profile_wait
 }
 profile_summarize() { # name pid
-  local name="$1" pid="$2" all="$OUT/perf-$name-all.data" dwarf="$OUT/perf-$name-dwarf.data"
+  local name="$1" pid="$2"
+  local all="$OUT/perf-$name-all.data" dwarf="$OUT/perf-$name-dwarf.data"
   [ "$PROFILE" = 1 ] && [ -s "$all" ] || return 0
   perf report -i "$all" --no-children --sort comm --stdio -g none 2>/dev/null \
     | grep -v '^#' | grep -v '^$' | head -8 > "$OUT/profile-$name-comm.txt" || true
-  perf report -i "$all" --no-children --pid "$pid" --sort dso,symbol --stdio -g none 2>/dev/null \
+  perf report -i "$all" --no-children --pid "$pid" --percentage relative --sort dso,symbol --stdio -g none 2>/dev/null \
     | grep -v '^#' | grep -v '^$' > "$OUT/profile-$name-self.txt" || true
   [ -s "$dwarf" ] && perf report -i "$dwarf" --children --sort symbol --stdio -g none 2>/dev/null \
     | grep -v '^#' | grep -v '^$' > "$OUT/profile-$name-children.txt" || true
@@ -328,18 +326,29 @@ api_phase() {
   rm -rf "$OUT/pgbench-log" "$OUT/pgbench-latencies.txt"
   log "pgbench: $(cat "$OUT/pgbench.json")"
 
-  log "PostGraphile $(sed -n 's/^postgraphile=//p' "$OUT/facts.env") with $THREADS cluster workers on 127.0.0.1:$PG_GRAPHILE_PORT"
+  # PostGraphile twice: one Node process (its default) and one cluster worker per core; the
+  # faster of the two is the peer.
+  local workers
+  for workers in 1 "$THREADS"; do
+    postgraphile_run "$workers" "$id"
+  done
+}
+
+postgraphile_run() { # cluster-workers id
+  local workers="$1" id="$2" name="postgraphile_order_$1"
+  local cluster=(); [ "$workers" -gt 1 ] && cluster=(--cluster-workers "$workers")
+  log "PostGraphile $(sed -n 's/^postgraphile=//p' "$OUT/facts.env"), $workers process(es), on 127.0.0.1:$PG_GRAPHILE_PORT"
   local pg_cmd=("$BENCH_DIR/node_modules/.bin/postgraphile" -c "$DATABASE_URL" --host 127.0.0.1 --port "$PG_GRAPHILE_PORT"
-    --cluster-workers "$THREADS" --dynamic-json --disable-query-log --disable-graphiql -m 10)
-  echo "NODE_ENV=production postgraphile -c $DATABASE_URL --host 127.0.0.1 --port $PG_GRAPHILE_PORT --cluster-workers $THREADS --dynamic-json --disable-query-log --disable-graphiql -m 10" >> "$OUT/commands.txt"
-  NODE_ENV=production "${pg_cmd[@]}" > "$OUT/postgraphile.log" 2>&1 &
+    "${cluster[@]}" --dynamic-json --disable-query-log --disable-graphiql -m 10)
+  echo "NODE_ENV=production postgraphile -c $DATABASE_URL --host 127.0.0.1 --port $PG_GRAPHILE_PORT ${cluster[*]} --dynamic-json --disable-query-log --disable-graphiql -m 10" >> "$OUT/commands.txt"
+  NODE_ENV=production "${pg_cmd[@]}" > "$OUT/$name.log" 2>&1 &
   local pgl=$!; PIDS+=("$pgl")
   local body="{\"query\":\"query(\$id: UUID!){orderById(id:\$id){id lineItems}}\",\"variables\":{\"id\":\"$id\"}}"
   wait_http "http://127.0.0.1:$PG_GRAPHILE_PORT/graphql" 60 -H 'Content-Type: application/json' -d "$body" \
-    || die "PostGraphile did not start (see $OUT/postgraphile.log)"
+    || die "PostGraphile did not start (see $OUT/$name.log)"
   curl -fsS -H 'Content-Type: application/json' "http://127.0.0.1:$PG_GRAPHILE_PORT/graphql" -d "$body" \
     | grep -q "\"id\":\"$id\"" || die "PostGraphile orderById did not return the order"
-  wrk_run postgraphile_order "http://127.0.0.1:$PG_GRAPHILE_PORT" "$BENCH_DIR/wrk/graphql_order.lua" "$pgl" GQL_FLAVOR=postgraphile
+  wrk_run "$name" "http://127.0.0.1:$PG_GRAPHILE_PORT" "$BENCH_DIR/wrk/graphql_order.lua" "$pgl" GQL_FLAVOR=postgraphile
   stop_pid "$pgl"; forget_pid "$pgl"
 }
 
@@ -374,28 +383,34 @@ drain() { # workers key name [profile]
   local pids=() i t0 t1
   t0=$(now)
   for i in $(seq 1 "$workers"); do ingest_start "$key" "$i"; pids+=("$LAST_PID"); done
-  [ "$prof" = 1 ] && profile_start "$name" "${pids[0]}" 120
+  if [ "$prof" = 1 ]; then profile_start "$name" "${pids[0]}" 120; fi
   "$BIN/order-bench" wait-drain --stream "$key" --expect "$expect" --timeout-seconds 600 | json_line > "$OUT/$name.wait.json"
   t1=$(now)
-  [ "$prof" = 1 ] && profile_stop
-  local hwm_list=() inserted=0 dead=0 m
+  if [ "$prof" = 1 ]; then profile_stop; fi
+  local hwm_list=() inserted=0 dead=0 m cpu=0 batch_sum=0 batches=0 tck
+  tck=$(getconf CLK_TCK)
   for i in $(seq 1 "$workers"); do
     hwm_list+=("$(hwm_kb "${pids[$((i - 1))]}")")
+    # utime + stime of the worker (fields 14 and 15 of /proc/<pid>/stat; the name field has no spaces here)
+    cpu=$(awk -v c="$cpu" -v t="$tck" '{printf "%.3f", c + ($14 + $15) / t}' "/proc/${pids[$((i - 1))]}/stat")
     m=$(curl -fsS --max-time 5 "http://127.0.0.1:$((PORT_BASE + 10 + i))/metrics" || true)
     inserted=$((inserted + $(echo "$m" | awk '/^order_ingest_events_inserted_total/ {s+=$2} END {print s+0}')))
     dead=$((dead + $(echo "$m" | awk '/^order_ingest_events_dead_lettered_total/ {s+=$2} END {print s+0}')))
+    batch_sum=$(echo "$m" | awk -v s="$batch_sum" '/^order_ingest_batch_duration_seconds_sum/ {s+=$2} END {printf "%.3f", s}')
+    batches=$(echo "$m" | awk -v s="$batches" '/^order_ingest_batch_duration_seconds_count/ {s+=$2} END {print s}')
   done
-  [ "$prof" = 1 ] && profile_summarize "$name" "${pids[0]}"
+  if [ "$prof" = 1 ]; then profile_summarize "$name" "${pids[0]}"; fi
   for i in "${pids[@]}"; do stop_pid "$i"; forget_pid "$i"; done
   local max_hwm; max_hwm=$(printf '%s\n' "${hwm_list[@]}" | sort -n | tail -1)
-  python3 - "$OUT/$name.wait.json" "$workers" "$expect" "$t0" "$t1" "$inserted" "$dead" "$max_hwm" > "$OUT/$name.json" <<'EOF'
+  python3 - "$OUT/$name.wait.json" "$workers" "$expect" "$t0" "$t1" "$inserted" "$dead" "$max_hwm" "$cpu" "$batch_sum" "$batches" > "$OUT/$name.json" <<'EOF'
 import json, sys
 wait = json.load(open(sys.argv[1]))
-workers, expect, t0, t1, inserted, dead, hwm = sys.argv[2:]
+workers, expect, t0, t1, inserted, dead, hwm, cpu, batch_sum, batches = sys.argv[2:]
 seconds = float(t1) - float(t0)
 wait.update(workers=int(workers), events=int(expect), seconds=seconds,
             rows_per_s=wait["rows"] / seconds, inserted_metric=int(inserted),
-            dead_lettered=int(dead), hwm_kb=int(hwm))
+            dead_lettered=int(dead), hwm_kb=int(hwm), cpu_seconds=float(cpu),
+            batch_seconds_sum=float(batch_sum), batches=int(float(batches or 0)))
 print(json.dumps(wait))
 EOF
   log "$name: $(cat "$OUT/$name.json")"
@@ -469,9 +484,12 @@ done
 psql -d postgres -qAtc 'SELECT 1' >/dev/null || die "PostgreSQL at $PGHOST:$PGPORT does not answer"
 redis-cli -u "$REDIS_URL" PING | grep -q PONG || die "Redis at $REDIS_URL does not answer"
 facts
-has_phase api && api_phase
-has_phase ingest && ingest_phase
-has_phase latency && latency_phase
+loadavg() { echo "loadavg_$1=$(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/facts.env"; }
+loadavg start
+# (if-statements, not `&&` lists: errexit must stay in force inside the phases)
+if has_phase api; then api_phase; loadavg after_api; fi
+if has_phase ingest; then ingest_phase; loadavg after_ingest; fi
+if has_phase latency; then latency_phase; loadavg after_latency; fi
 echo "total_seconds=$(awk -v a="$STARTED" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')" >> "$OUT/facts.env"
 mkdir -p "$(dirname "$OUTPUT")"
 python3 "$BENCH_DIR/report.py" "$OUT" > "$OUTPUT.tmp"

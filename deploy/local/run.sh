@@ -13,8 +13,15 @@ cd "$(dirname "$0")/../.."
 
 smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
-api_port="${API_PORT:-8088}"
-metrics_port="${METRICS_PORT:-9090}"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+if [ "$smoke" = 1 ]; then
+  # Smoke runs (CI) must not collide with anything else listening on this machine.
+  api_port="${API_PORT:-$(free_port)}"
+  metrics_port="${METRICS_PORT:-$(free_port)}"
+else
+  api_port="${API_PORT:-8088}"
+  metrics_port="${METRICS_PORT:-9090}"
+fi
 count="${SAMPLE_COUNT:-300}"
 profile="${CARGO_PROFILE:-release}"
 pg_admin_url="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
@@ -54,20 +61,23 @@ trap 'stop' EXIT
 
 say "starting order-api on :$api_port and order-ingest (metrics on :$metrics_port)"
 "$bin/order-api" --listen "127.0.0.1:$api_port" --auth-disabled &
-pids+=($!)
+api_pid=$!
+pids+=("$api_pid")
 "$bin/order-ingest" --metrics-addr "127.0.0.1:$metrics_port" --consumer-name "local-$(hostname)" &
-pids+=($!)
+ingest_pid=$!
+pids+=("$ingest_pid")
 
-wait_for() { # url, what
+wait_for() { # url, what, pid
   for _ in $(seq 1 100); do
+    kill -0 "$3" 2>/dev/null || { echo "$2 exited at start-up" >&2; return 1; }
     curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
     sleep 0.2
   done
   echo "$2 did not become ready ($1)" >&2
   return 1
 }
-wait_for "http://127.0.0.1:$api_port/health/ready" "order-api"
-wait_for "http://127.0.0.1:$metrics_port/health/ready" "order-ingest"
+wait_for "http://127.0.0.1:$api_port/health/ready" "order-api" "$api_pid"
+wait_for "http://127.0.0.1:$metrics_port/health/ready" "order-ingest" "$ingest_pid"
 
 say "publishing $count sample OrderCompleted events on $ORDER_STREAM_KEY"
 published_from=$(date -u +%Y-%m-%dT%H:%M:%SZ)

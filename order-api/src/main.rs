@@ -60,8 +60,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             db_op_timeout: config.db_query_timeout(),
         },
     );
-    let (addr, server) = order_api::serve(&state, config.listen, shutdown_signal())
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let (addr, server) =
+        order_api::serve(&state, config.listen, shutdown_signal()).map_err(|e| {
+            // warp repeats its cause at every level of the chain; the root says it all.
+            let mut root: &dyn std::error::Error = &e;
+            while let Some(next) = root.source() {
+                root = next;
+            }
+            anyhow::anyhow!("cannot listen on {}: {root}", config.listen)
+        })?;
     tracing::info!(%addr, "order-api listening");
     server.await;
     tracing::info!("order-api stopped");

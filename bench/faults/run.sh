@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Reliability campaign for the order service (issue 7); writes docs/RELIABILITY.md.
+#
+#   cargo build --release -p order-api -p order-ingest      # once
+#   bench/faults/run.sh                                      # short configuration (~15 min)
+#   bench/faults/run.sh --events 50000 --fuzz-seconds 300    # the full campaign
+#   bench/faults/run.sh --stages ingest --scenarios kill,db-outage --events 2000
+#
+# Stages (--stages, default all):
+#   ingest        5 scenarios (--scenarios kill,group,pg-restart,redis-restart,db-outage): events
+#                 with 1% poison published while a worker is SIGKILLed 10 times / one of three workers
+#                 dies for good / PostgreSQL restarts / Redis (AOF) restarts / the database is silent
+#                 for 20 s; then orderdb, the DLQ and the pending list are reconciled with what was
+#                 published (lost, doubled, misfiled, field differences).
+#   api           wrk load (reads + writes) while PostgreSQL is stopped for 5 s; statuses, socket
+#                 errors, and a 100 ms probe for the outage and the recovery time.
+#   security      401/403 on every route, forged/expired/misaddressed tokens, SQL metacharacters
+#                 in every string parameter.
+#   schemathesis  schemathesis (PyPI) against /openapi.json with a valid token.
+#   fuzz          cargo fuzz targets in fuzz/ (ingest_decode, rest_request), --fuzz-seconds each.
+#
+# Everything runs on loopback against PRIVATE servers started here: a PostgreSQL cluster
+# (initdb into a temp dir, spare port) and a Redis with AOF on (spare port). The shared
+# PostgreSQL (5432) and Redis (6379) are never touched. Every wait is bounded; on exit (normal,
+# error or Ctrl-C) the driver stops what it started, by process id, and removes the servers,
+# databases, stream keys and the temp dir (keep them with --keep).
+#
+# Needs: the release binaries (target/release/order-api, order-ingest, or --bin-dir DIR), wrk
+# (apt-get install wrk), openssl, psql, PostgreSQL 15 server binaries, redis-server, Python 3.11;
+# schemathesis and redis-py are installed into a venv under ${XDG_CACHE_HOME:-~/.cache}/order-faults;
+# cargo-fuzz (`cargo install cargo-fuzz`) for the fuzz stage (run with RUSTC_BOOTSTRAP=1 on stable).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+HERE="$ROOT/bench/faults"
+BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/order-faults"
+VENV="$CACHE/venv"
+
+ARGS=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --bin-dir) BIN_DIR="$2"; shift 2 ;;
+    -h|--help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+      [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" "$HERE/driver.py" --root "$ROOT" --bin-dir "$BIN_DIR" --venv "$VENV" --help | sed -n '/^options/,$p'
+      exit 0 ;;
+    *) ARGS+=("$1"); shift ;;
+  esac
+done
+
+for b in order-api order-ingest; do
+  [[ -x "$BIN_DIR/$b" ]] || { echo "missing $BIN_DIR/$b: cargo build --release -p order-api -p order-ingest" >&2; exit 2; }
+done
+for tool in psql openssl redis-server redis-cli python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 2; }
+done
+command -v wrk >/dev/null || echo "warning: wrk missing (apt-get install -y wrk): the api stage will fail" >&2
+
+if [[ ! -x "$VENV/bin/st" ]] || ! "$VENV/bin/python" -c 'import redis' 2>/dev/null; then
+  mkdir -p "$CACHE"
+  python3 -m venv "$VENV"
+  timeout 600 "$VENV/bin/pip" install -q schemathesis redis
+fi
+
+# The driver owns every process it starts and cleans up on its own exit; this trap only makes
+# sure the driver itself goes when this script is interrupted.
+DRIVER_PID=""
+cleanup() { [[ -n "$DRIVER_PID" ]] && kill -TERM "$DRIVER_PID" 2>/dev/null && wait "$DRIVER_PID" 2>/dev/null; true; }
+trap cleanup INT TERM HUP
+
+"$VENV/bin/python" "$HERE/driver.py" --root "$ROOT" --bin-dir "$BIN_DIR" --venv "$VENV" \
+  --command-line "bench/faults/run.sh ${ARGS[*]:-}" ${ARGS[@]+"${ARGS[@]}"} &
+DRIVER_PID=$!
+set +e
+wait "$DRIVER_PID"
+rc=$?
+DRIVER_PID=""
+exit $rc
