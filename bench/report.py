@@ -80,6 +80,14 @@ w(
 )
 w("")
 
+start_load = facts.get("loadavg_start", "").split()
+if start_load and float(start_load[0]) > int(facts.get("nproc", "2")) / 2:
+    w(f"**The machine was busy when measuring began** (1-min load average {start_load[0]} on "
+      f"{facts.get('nproc')} cores, from work outside the benchmark; see the load averages under Machine and "
+      "the CPU split of each profile). Throughput is lower and tails are longer than on a quiet machine; ratios "
+      "between runs taken minutes apart carry that noise too.")
+    w("")
+
 # ------------------------------------------------------------------------------- results
 seed = load("seed")
 api = {k: load("api_" + k) for k in ("order_by_id", "orders_by_store", "graphql_order")}
@@ -268,6 +276,18 @@ if lat:
       f"{lat['mean_ms']:.1f} ms | {lat['p50_ms']:.1f} ms | {lat['p90_ms']:.1f} ms | {lat['p99_ms']:.1f} ms | "
       f"{lat['p999_ms']:.1f} ms | {lat['max_ms']:.1f} ms | {mib(lat.get('hwm_kb'))} |")
     w("")
+    metrics = text("latency-metrics.txt")
+    buckets = [(float(m.group(1)), int(m.group(2))) for m in
+               re.finditer(r'^order_ingest_batch_duration_seconds_bucket\{le="([\d.e+-]+)"\} (\d+)', metrics, re.M)]
+    count = re.search(r"^order_ingest_batch_duration_seconds_count (\d+)", metrics, re.M)
+    total = re.search(r"^order_ingest_batch_duration_seconds_sum ([\d.]+)", metrics, re.M)
+    if count and total and int(count.group(1)):
+        n = int(count.group(1))
+        p99_bound = next((b for b, c in buckets if c >= 0.99 * n), None)
+        w(f"The worker's own metrics for this phase: {n:,} batches, {lat['committed'] / n:.1f} events a batch "
+          f"on average, {float(total.group(1)) / n * 1000:.1f} ms from read to acknowledgement on average"
+          + (f", 99% of batches within {p99_bound * 1000:g} ms (histogram bucket)" if p99_bound else "") + ".")
+        w("")
 else:
     w("Not run (phase `latency` not selected or failed).")
     w("")
@@ -387,7 +407,7 @@ def profile_section(name, title, process):
 w("## Profiles")
 w("")
 if facts.get("profile") == "1":
-    w("Sampled after the measured runs, under the same load (8 s per API workload; the ingest while draining "
+    w("Sampled after the measured runs, under the same load (6 s per API workload; the ingest while draining "
       f"{num(get(prof_ing, 'events'))} events with one worker), with the release binaries "
       "(`debug = \"line-tables-only\"`).")
     w("")
@@ -442,12 +462,16 @@ if r_gql is not None and r_gql < 3:
               "order-api's samples under this workload")
         if validate is not None:
             s += f", validation (`check_rules`) another {validate:.0f}%"
-        s += (". The same query text arrives on every request, and async-graphql re-parses it each time: it has no "
-              "document cache of its own, while PostGraphile caches parsed queries. ")
-    s += (f"On {facts.get('nproc')} cores shared with PostgreSQL and wrk, PostGraphile's cluster workers reach "
+        s += (". The same query text arrives on every request and async-graphql parses it every time (it keeps no "
+              "parsed documents), while PostGraphile keeps parsed and validated documents in an LRU keyed by the "
+              "query text (`parseQuery` in postgraphile's `createPostGraphileHttpRequestHandler.js`). ")
+    procs = "one process" if pgl_best == 1 else f"{pgl_best} cluster workers"
+    s += (f"On {facts.get('nproc')} cores shared with PostgreSQL and wrk, PostGraphile (faster with {procs}) reaches "
           f"{num(get(pgl, 'rps'))} req/s; order-api reaches {num(get(api['graphql_order'], 'rps'))} req/s against "
           f"{num(get(api['order_by_id'], 'rps'))} req/s for the same row over REST, so the GraphQL layer itself, "
-          "not the database, is the cost.")
+          "not the database, is the cost. Suggested fix (order-api, `graphql::handle`): keep parsed documents in a "
+          "small bounded map keyed by the query text (`async_graphql::parser::parse_query` on a miss) and hand "
+          "them to the request with `Request::set_parsed_query`; async-graphql still validates every request.")
     findings.append(s)
 if r_pk is not None and r_pk < 0.5:
     findings.append(f"**`GET /orders/{{id}}` is {fmt_ratio(r_pk)} the pgbench ceiling, under 0.5×.** See the "
@@ -466,6 +490,7 @@ for key, label in (("order_by_id", "`GET /orders/{id}`"), ("graphql_order", "Gra
                   "`count(*)` for `totalCount` in the same repeatable-read snapshot")
         s += ". pgbench's p99 on the same machine and connection count is " + ms(get(pgb, "lat_p99_us")) + "."
         findings.append(s)
+ingest_fix_said = False
 for n in (1, 2):
     r = ratio(get(ing[n], "rows_per_s"), get(ceil[n], "rows_per_s"))
     if r is not None and r < 0.8:
@@ -480,6 +505,10 @@ for n in (1, 2):
               f"{cpu_per_batch:.1f} ms of CPU order-ingest itself spends per batch ({i.get('cpu_seconds', 0):.2f} s "
               "of CPU for the drain, from /proc/<pid>/stat): decoding the events and encoding the INSERT happen "
               "while no statement is in flight, so their time adds to the database's instead of overlapping it. ")
+        if i.get("batches") and i.get("batch_seconds_sum"):
+            in_batch = i["batch_seconds_sum"] / i["batches"] * 1000
+            s += (f"The worker's histogram puts {in_batch:.1f} ms of each batch between its read returning and its "
+                  f"acknowledgement; the remaining {per_batch_ing - in_batch:.1f} ms is the XREADGROUP itself. ")
         if n == 1 and profiles.get("ingest_profile"):
             b = profiles["ingest_profile"]["buckets"]
             top = ", ".join(f"{label} {pct:.0f}%" for label, pct in b[:4])
@@ -488,6 +517,12 @@ for n in (1, 2):
                   f"the self time splits as {top}. The ceiling client sends rows it already holds in memory; "
                   "the ingest also reads and parses every CloudEvent, acknowledges each batch and waits for "
                   "that round trip before it reads the next batch.")
+        if not ingest_fix_said:
+            ingest_fix_said = True
+            s += (" Suggested fix (order-ingest, `Consumer::run` in `src/consumer.rs`): read and decode the next batch "
+                  "while the current one is being inserted and acknowledged (one batch of read-ahead on the reader "
+                  "connection, acknowledgements still after each commit), so that the database is never idle "
+                  "waiting for Redis and JSON work; until then, two consumers per pod overlap that work between them.")
         findings.append(s)
 if lat and (lat["p99_ms"] >= 50 or lat["missing"]):
     findings.append(f"**Publish-to-row p99 is {lat['p99_ms']:.1f} ms ({lat['missing']} missing) at "
@@ -507,7 +542,7 @@ w("")
 w("```")
 root = os.path.dirname(os.path.dirname(os.path.abspath(OUT)))
 for line in text("commands.txt").splitlines():
-    w(line.replace(root + "/", ""))
+    w(line.replace(root + "/", "").replace("target/release/", ""))
 w("```")
 w("")
 w("The wrk scripts are `bench/wrk/*.lua`, the pgbench script `bench/pgbench_pk.sql`, the helper client "

@@ -30,6 +30,8 @@
 #   --stores S            store numbers the orders spread over          [BENCH_STORES=200]
 #   --existing-seconds S  time bound of the per-event pattern runs      [BENCH_EXISTING_SECONDS=15]
 #   --phases LIST         comma-separated subset of api,ingest,latency  [BENCH_PHASES=api,ingest,latency]
+#   --wait-idle S         wait up to S s after the build for the 1-min  [BENCH_WAIT_IDLE=120]
+#                         load average to fall to nproc/2 (shared machine; 0: don't wait)
 #   --no-profile          skip the perf profiles                        [BENCH_PROFILE=0]
 #   --no-install          never apt-get/npm install                     [BENCH_INSTALL=0]
 #   --skip-build          use the release binaries already built        [BENCH_SKIP_BUILD=1]
@@ -57,6 +59,7 @@ STORES="${BENCH_STORES:-200}"
 EXISTING_SECONDS="${BENCH_EXISTING_SECONDS:-15}"
 PHASES="${BENCH_PHASES:-api,ingest,latency}"
 PROFILE="${BENCH_PROFILE:-1}"
+WAIT_IDLE="${BENCH_WAIT_IDLE:-120}"
 INSTALL="${BENCH_INSTALL:-1}"
 SKIP_BUILD="${BENCH_SKIP_BUILD:-0}"
 OUTPUT="${BENCH_OUTPUT:-$ROOT/docs/BENCHMARKS.md}"
@@ -74,6 +77,7 @@ while [ $# -gt 0 ]; do
     --stores) STORES="$2"; shift 2 ;;
     --existing-seconds) EXISTING_SECONDS="$2"; shift 2 ;;
     --phases) PHASES="$2"; shift 2 ;;
+    --wait-idle) WAIT_IDLE="$2"; shift 2 ;;
     --no-profile) PROFILE=0; shift ;;
     --no-install) INSTALL=0; shift ;;
     --skip-build) SKIP_BUILD=1; shift ;;
@@ -82,6 +86,7 @@ while [ $# -gt 0 ]; do
     *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+[[ "$WAIT_IDLE" =~ ^[0-9]+$ ]] || { echo "bench/run.sh: --wait-idle must be a number of seconds" >&2; exit 2; }
 for n in EVENTS DURATION WARMUP CONNECTIONS RATE LATENCY_SECONDS BATCH STORES EXISTING_SECONDS; do
   [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || { echo "bench/run.sh: $n must be a positive integer" >&2; exit 2; }
 done
@@ -214,6 +219,21 @@ migrate() {
   "$BIN/order-ingest" migrate > "$OUT/migrate.log" 2>&1 || die "migrations failed (see $OUT/migrate.log)"
 }
 
+# The machine may be shared: wait (bounded) for the 1-min load average to fall to nproc/2.
+wait_idle() {
+  [ "$WAIT_IDLE" -gt 0 ] || return 0
+  local limit waited=0
+  limit=$(awk -v n="$THREADS" 'BEGIN {print n / 2}')
+  while awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$limit" 'BEGIN {exit !(l > m)}'; do
+    if [ "$waited" -ge "$WAIT_IDLE" ]; then
+      log "the machine is still busy (load $(cut -d' ' -f1 /proc/loadavg)) after ${WAIT_IDLE}s: measuring anyway"
+      return 0
+    fi
+    [ "$waited" -gt 0 ] || log "waiting up to ${WAIT_IDLE}s for a quiet machine (1-min load <= $limit)"
+    sleep 5; waited=$((waited + 5))
+  done
+}
+
 fresh_database() {
   psql -d postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
   psql -d postgres -qAtc "CREATE DATABASE $DB" >/dev/null
@@ -228,7 +248,7 @@ profile_start() {
   [ "$PROFILE" = 1 ] || return 0
   perf record -q -a -F 499 -o "$OUT/perf-$name-all.data" -- sleep "$secs" >/dev/null 2>&1 &
   PERF_PIDS+=($!); PIDS+=($!)
-  perf record -q -F 199 --call-graph dwarf,16384 -p "$pid" -o "$OUT/perf-$name-dwarf.data" -- sleep "$secs" >/dev/null 2>&1 &
+  perf record -q -F 99 --call-graph dwarf,16384 -p "$pid" -o "$OUT/perf-$name-dwarf.data" -- sleep "$secs" >/dev/null 2>&1 &
   PERF_PIDS+=($!); PIDS+=($!)
 }
 profile_wait() {
@@ -270,6 +290,7 @@ wrk_run() { # name url script pid [VAR=value...]: warm-up, then the measured run
 
 api_phase() {
   log "API phase: fresh database $DB, order-api on $API_ADDR"
+  echo "# API" >> "$OUT/commands.txt"
   fresh_database
   "$BIN/order-api" --listen "$API_ADDR" --auth-disabled --migrate > "$OUT/order-api.log" 2>&1 &
   local api=$!; PIDS+=("$api")
@@ -293,7 +314,7 @@ api_phase() {
   wrk_run api_graphql_order "http://$API_ADDR" "$BENCH_DIR/wrk/graphql_order.lua" "$api" GQL_FLAVOR=service
 
   if [ "$PROFILE" = 1 ]; then
-    local name script flavor secs=8
+    local name script secs=6
     for name in order_by_id orders_by_store graphql_order; do
       script="$BENCH_DIR/wrk/$name.lua"
       log "profiling order-api under $name (${secs}s)"
@@ -340,7 +361,7 @@ postgraphile_run() { # cluster-workers id
   log "PostGraphile $(sed -n 's/^postgraphile=//p' "$OUT/facts.env"), $workers process(es), on 127.0.0.1:$PG_GRAPHILE_PORT"
   local pg_cmd=("$BENCH_DIR/node_modules/.bin/postgraphile" -c "$DATABASE_URL" --host 127.0.0.1 --port "$PG_GRAPHILE_PORT"
     "${cluster[@]}" --dynamic-json --disable-query-log --disable-graphiql -m 10)
-  echo "NODE_ENV=production postgraphile -c $DATABASE_URL --host 127.0.0.1 --port $PG_GRAPHILE_PORT ${cluster[*]} --dynamic-json --disable-query-log --disable-graphiql -m 10" >> "$OUT/commands.txt"
+  echo "NODE_ENV=production postgraphile -c $DATABASE_URL --host 127.0.0.1 --port $PG_GRAPHILE_PORT ${cluster[*]}${cluster[*]:+ }--dynamic-json --disable-query-log --disable-graphiql -m 10" >> "$OUT/commands.txt"
   NODE_ENV=production "${pg_cmd[@]}" > "$OUT/$name.log" 2>&1 &
   local pgl=$!; PIDS+=("$pgl")
   local body="{\"query\":\"query(\$id: UUID!){orderById(id:\$id){id lineItems}}\",\"variables\":{\"id\":\"$id\"}}"
@@ -365,9 +386,11 @@ preload() { # key count; sets PUBLISH_RATE (events/s)
   local key="$1" count="$2"
   KEYS+=("$key")
   # The group must exist before the events: order-ingest creates it at `$` (new entries only).
+  echo "redis-cli XGROUP CREATE $key order-service 0 MKSTREAM" >> "$OUT/commands.txt"
   redis-cli -u "$REDIS_URL" XGROUP CREATE "$key" order-service 0 MKSTREAM > /dev/null
   local t0 t1; t0=$(now)
-  ORDER_STREAM_KEY="$key" run_logged "$BIN/order-ingest" publish-sample --count "$count" --rate 0 --stores "$STORES" > "$OUT/publish-$key.txt" 2>&1 \
+  echo "ORDER_STREAM_KEY=$key order-ingest publish-sample --count $count --rate 0 --stores $STORES" >> "$OUT/commands.txt"
+  ORDER_STREAM_KEY="$key" "$BIN/order-ingest" publish-sample --count "$count" --rate 0 --stores "$STORES" > "$OUT/publish-$key.txt" 2>&1 \
     || die "publish-sample failed (see $OUT/publish-$key.txt)"
   t1=$(now)
   local len; len=$(redis-cli -u "$REDIS_URL" XLEN "$key")
@@ -419,6 +442,7 @@ EOF
 
 ingest_phase() {
   log "ingest phase: fresh database $DB"
+  echo "# ingest" >> "$OUT/commands.txt"
   fresh_database
   migrate
   local w key
@@ -442,6 +466,7 @@ ingest_phase() {
     local n=$(( EVENTS < 50000 ? EVENTS : 50000 ))
     key="$PREFIX:profile"
     log "profiling order-ingest draining $n events (1 worker)"
+    echo "# profiling run (not measured): $n events, 1 worker, perf attached" >> "$OUT/commands.txt"
     preload "$key" "$n"
     drain 1 "$key" ingest_profile 1
     redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null
@@ -451,6 +476,7 @@ ingest_phase() {
 # -------------------------------------------------------------------------- latency phase
 latency_phase() {
   log "latency phase: $RATE events/s for ${LATENCY_SECONDS}s, 1 worker"
+  echo "# latency" >> "$OUT/commands.txt"
   local source="$PREFIX:drain2"
   if ! has_phase ingest; then
     fresh_database
@@ -468,6 +494,7 @@ latency_phase() {
     | json_line > "$OUT/latency.json"
   local hwm; hwm=$(hwm_kb "$pid")
   sed -i "s/}\$/,\"hwm_kb\":$hwm}/" "$OUT/latency.json"
+  curl -fsS --max-time 5 "http://127.0.0.1:$((PORT_BASE + 13))/metrics" > "$OUT/latency-metrics.txt" || true
   stop_pid "$pid"; forget_pid "$pid"
   log "latency: $(cat "$OUT/latency.json")"
 }
@@ -483,6 +510,7 @@ for b in order-bench order-api $({ has_phase ingest || has_phase latency; } && e
 done
 psql -d postgres -qAtc 'SELECT 1' >/dev/null || die "PostgreSQL at $PGHOST:$PGPORT does not answer"
 redis-cli -u "$REDIS_URL" PING | grep -q PONG || die "Redis at $REDIS_URL does not answer"
+wait_idle
 facts
 loadavg() { echo "loadavg_$1=$(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/facts.env"; }
 loadavg start

@@ -223,6 +223,21 @@ def write_report(ctx, facts, results, path, started):
         else:
             w(f"`st {st['command']}` against the running API with a token holding both scopes, exit status {st['rc']}.")
             w("")
+            w(f"Server errors (ST101, any 500): **{st.get('server_errors')}**; response-conformance failures "
+              f"(ST101-ST106: server error, undocumented status, content type, headers, schema): "
+              f"**{st.get('response_violations')}**.")
+            w("")
+            if st.get("by_check"):
+                w("| check (unique failures) | count |")
+                w("|---|---|")
+                for k, n in sorted(st["by_check"].items()):
+                    w(f"| {k} | {n} |")
+                w("")
+                w("ST201/ST202 are request-side checks (a schema-invalid request accepted, a schema-valid one "
+                  "refused); what remains of them is business rules a schema cannot state (status "
+                  "transitions, cancelling a cancelled order, startDate after endDate, blank-after-trim text), "
+                  "listed in the log of the run.")
+                w("")
             w("```")
             w("\n".join(st["tail"]))
             w("```")

@@ -222,16 +222,22 @@ def poison(kind: str, rng: random.Random, prelude_orders: list[dict], prefix: st
             bad["fulfillmentType"] = "DRONE"
         text = envelope(order_json(bad), rng, eid, oid)
     elif kind == "invalid_value":
-        bad = dict(order)
-        which = rng.randrange(4)
+        bad = json.loads(json.dumps(order))
+        which = rng.randrange(6)
         if which == 0:
             bad["storeNumber"] = 2001
         elif which == 1:
             bad["orderNumber"] = "X" * 51
         elif which == 2:
             bad["grandTotal"] = "10.005"
-        else:
+        elif which == 3:
             bad["subtotal"] = "1.0E10"
+        elif which == 4:
+            # PostgreSQL cannot store U+0000 (found by this campaign: it used to stall the stream).
+            bad["lineItems"][0]["name"] = "Trail\u0000Mug"
+        else:
+            # An exponent that rescaling would expand into a billion digits (found by this campaign).
+            bad["lineItems"][0]["unitPrice"] = "1E999999999"
         text = envelope(order_json(bad), rng, eid, oid)
     elif kind == "order_number_conflict":
         bad = dict(order)

@@ -81,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
     let query = target_safe(parts.next().unwrap_or_default());
     let body = parts.next().unwrap_or_default().to_vec();
     let mut path = if prefix.ends_with('/') {
-        format!("{prefix}{}{suffix}", segment.replace('/', "%2F").replace('?', "%3F"))
+        format!(
+            "{prefix}{}{suffix}",
+            segment.replace('/', "%2F").replace('?', "%3F")
+        )
     } else {
         prefix.to_owned()
     };

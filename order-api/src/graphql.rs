@@ -657,6 +657,8 @@ impl MutationRoot {
         {
             checks.add("input", validate::FULFILLMENT_INPUT);
         }
+        checks.text("pickupLocation", input.pickup_location.as_deref());
+        checks.text("instructions", input.instructions.as_deref());
         checked(checks)?;
         let Some(uuid) = uuid else { return Ok(None) };
         let update = FulfillmentUpdate {

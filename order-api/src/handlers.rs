@@ -329,7 +329,7 @@ fn string_field<'a>(
 ) -> Option<&'a str> {
     match map.get(name) {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
+        Some(Value::String(s)) => checks.text(name, Some(s)),
         Some(_) => {
             checks.add(name, validate::STRING);
             None
@@ -408,17 +408,21 @@ pub async fn update_fulfillment(
     Ok(json_response(&order))
 }
 
+/// The order id and the one required text field of the cancel and notes bodies.
+fn id_and_text(id: &str, body: Value, field: &str) -> Result<(uuid::Uuid, String), ApiError> {
+    let mut checks = Checks::new();
+    let uuid = checks.uuid("orderId", &validate::decode_path(id));
+    let body = object(body)?;
+    let text = string_field(&body, field, &mut checks);
+    let text = checks.required(field, text, 10_000);
+    checks.finish()?;
+    uuid.zip(text)
+        .ok_or_else(|| ApiError::BadRequest("Request validation failed".into()))
+}
+
 /// `POST /orders/{orderId}/cancel` `{ "reason" }`
 pub async fn cancel(id: String, body: Value, state: AppState) -> Result<Response, Rejection> {
-    let mut checks = Checks::new();
-    let uuid = checks.uuid("orderId", &validate::decode_path(&id));
-    let body = object(body)?;
-    let reason = string_field(&body, "reason", &mut checks);
-    let reason = checks.required("reason", reason, 10_000);
-    checks.finish()?;
-    let (Some(uuid), Some(reason)) = (uuid, reason) else {
-        return Err(ApiError::BadRequest("Request validation failed".into()).into());
-    };
+    let (uuid, reason) = id_and_text(&id, body, "reason")?;
     let db = &state.db;
     let mut conn = db.conn().await.map_err(ApiError::from)?;
     let order = db
@@ -430,15 +434,7 @@ pub async fn cancel(id: String, body: Value, state: AppState) -> Result<Response
 
 /// `POST /orders/{orderId}/notes` `{ "note" }`
 pub async fn add_note(id: String, body: Value, state: AppState) -> Result<Response, Rejection> {
-    let mut checks = Checks::new();
-    let uuid = checks.uuid("orderId", &validate::decode_path(&id));
-    let body = object(body)?;
-    let note = string_field(&body, "note", &mut checks);
-    let note = checks.required("note", note, 10_000);
-    checks.finish()?;
-    let (Some(uuid), Some(note)) = (uuid, note) else {
-        return Err(ApiError::BadRequest("Request validation failed".into()).into());
-    };
+    let (uuid, note) = id_and_text(&id, body, "note")?;
     let db = &state.db;
     let mut conn = db.conn().await.map_err(ApiError::from)?;
     let order = db

@@ -17,6 +17,8 @@ pub const STATUS: &str = "Invalid status value";
 pub const INSTANT: &str = "Must be an ISO-8601 instant";
 pub const DATE_RANGE: &str = "startDate must not be after endDate";
 pub const STRING: &str = "Must be a string";
+/// PostgreSQL text cannot hold U+0000: such input is refused instead of failing the query.
+pub const NUL: &str = order_store::models::NUL_MESSAGE;
 pub const FULFILLMENT_INPUT: &str =
     "At least one of fulfillmentDate, pickupLocation, instructions is required";
 
@@ -75,11 +77,14 @@ impl Checks {
         }
     }
 
-    /// A required, non-blank string of at most `max` characters.
+    /// A required, non-blank string of at most `max` characters, without U+0000.
     pub fn required(&mut self, field: &str, text: Option<&str>, max: usize) -> Option<String> {
         match text {
             Some(t) if !t.trim().is_empty() => {
-                if t.chars().count() > max {
+                if order_store::models::has_nul(t) {
+                    self.add(field, NUL);
+                    None
+                } else if t.chars().count() > max {
                     self.add(field, format!("Must be at most {max} characters"));
                     None
                 } else {
@@ -90,6 +95,17 @@ impl Checks {
                 self.add(field, REQUIRED);
                 None
             }
+        }
+    }
+
+    /// An optional free-text value: refused when it holds U+0000.
+    pub fn text<'a>(&mut self, field: &str, text: Option<&'a str>) -> Option<&'a str> {
+        match text {
+            Some(t) if order_store::models::has_nul(t) => {
+                self.add(field, NUL);
+                None
+            }
+            other => other,
         }
     }
 

@@ -221,6 +221,59 @@ async fn poison_goes_to_the_dlq_verbatim_and_good_entries_of_the_batch_are_inser
     assert_eq!(running.stop().await, Exit::Clean);
 }
 
+/// Regression (reliability campaign): an order holding U+0000 in a text field (PostgreSQL
+/// cannot store it) alone in its batch used to be retried forever, stalling the stream behind
+/// it. It is now dead-lettered as `invalid_value` and the next entry goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_with_a_nul_character_is_dead_lettered_and_does_not_stall_the_stream() {
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    let _: () = stream
+        .conn()
+        .xgroup_create_mkstream(&stream.key, "order-service", "$")
+        .unwrap();
+    let running = Running::start(args(&stream, "c1"), pool.clone());
+    let mut poison = Vec::new();
+    for path in [
+        &["data", "order", "customerId"][..],
+        &["data", "order", "lineItems", "0", "name"][..],
+    ] {
+        let mut v: Value = serde_json::from_str(&synthetic_event(5).1).unwrap();
+        let mut at = &mut v;
+        for key in &path[..path.len() - 1] {
+            at = match key.parse::<usize>() {
+                Ok(i) => &mut at[i],
+                Err(_) => &mut at[*key],
+            };
+        }
+        at[path[path.len() - 1]] = "bad\u{0}text".into();
+        let payload = serde_json::to_string(&v).unwrap();
+        // Published alone, so that it is a batch of its own.
+        let id = stream.publish("nul-event", "org.example.checkout.OrderCompleted", &payload);
+        wait_until(WAIT, "the NUL entry handled", || async {
+            stream.pending("order-service") == 0 && stream.dead_letters().len() > poison.len()
+        })
+        .await;
+        poison.push((id, payload));
+    }
+    let (good, good_event) = synthetic_event(6);
+    stream.publish_event(&good_event);
+    wait_rows(&pool, 1, WAIT).await;
+    assert!(stored(&pool, good).await.is_some());
+    let letters = stream.dead_letters();
+    assert_eq!(letters.len(), poison.len());
+    for (stream_id, payload) in &poison {
+        let letter = letters
+            .iter()
+            .find(|l| &l["streamId"] == stream_id)
+            .unwrap_or_else(|| panic!("dead letter for {stream_id}"));
+        assert_eq!(letter["errorClass"], "invalid_value");
+        assert!(letter["error"].contains("NUL"), "{}", letter["error"]);
+        assert_eq!(&letter["payload"], payload, "payload verbatim");
+    }
+    assert_eq!(running.stop().await, Exit::Clean);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_mid_stream_dead_letters_nothing_and_recovers() {
     let (db, pool) = database().await;

@@ -230,6 +230,84 @@ async fn one_bad_order_fails_alone_and_the_rest_of_the_batch_commits() {
     }
 }
 
+/// Regression (reliability campaign): PostgreSQL refuses U+0000 in text and JSONB, and the
+/// INSERT used to fail as a whole with an error no retry fixes, so a batch holding only such
+/// an order was retried forever and stalled the consumer. Now the order is rejected alone.
+#[tokio::test]
+async fn a_nul_character_anywhere_is_rejected_alone() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.connection().await;
+    let mut in_column = sample_order(3);
+    in_column.customer_id = Some("cust\0-1".into());
+    let mut in_jsonb = sample_order(3);
+    in_jsonb.line_items[0].name = "mug\0".into();
+    let mut in_address = sample_order(3);
+    in_address.fulfillment_details = Some(order_store::models::FulfillmentDetails {
+        fulfillment_type: None,
+        scheduled_date: None,
+        delivery_address: Some(order_store::models::DeliveryAddress {
+            city: Some("Port\0land".into()),
+            ..Default::default()
+        }),
+        pickup_location: None,
+        instructions: None,
+    });
+    let fine = sample_order(3);
+    for bad in [&in_column, &in_jsonb, &in_address] {
+        let outcomes = orders::insert_if_absent(&mut conn, std::slice::from_ref(bad))
+            .await
+            .expect("a NUL is the order's fault, not the database's");
+        match &outcomes[0] {
+            InsertOutcome::Rejected(r) => {
+                assert_eq!(r.kind, RejectionKind::InvalidValue);
+                assert!(r.message.contains("NUL"), "{}", r.message);
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+    let outcomes = orders::insert_if_absent(&mut conn, &[in_jsonb.clone(), fine.clone()])
+        .await
+        .unwrap();
+    assert!(matches!(outcomes[0], InsertOutcome::Rejected(_)));
+    assert_eq!(outcomes[1], InsertOutcome::Inserted);
+    assert!(orders::find_by_id(&mut conn, in_jsonb.id)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Regression (reliability campaign): an amount inside the JSONB columns with an absurd
+/// exponent is refused instead of being rescaled into billions of digits on write.
+#[tokio::test]
+async fn an_absurd_line_item_amount_is_rejected_quickly() {
+    let db = TestDatabase::new().await;
+    let mut conn = db.connection().await;
+    let mut huge_price = sample_order(4);
+    huge_price.line_items[0].unit_price = BigDecimal::from_str("1E999999999").unwrap();
+    let mut huge_discount = sample_order(4);
+    huge_discount.line_items[0].discount_amount =
+        Some(BigDecimal::from_str("-7E888888888").unwrap());
+    let mut huge_total = sample_order(4);
+    huge_total.grand_total = BigDecimal::from_str("1E999999999").unwrap();
+    let mut big_but_fine = sample_order(4);
+    big_but_fine.line_items[0].unit_price = BigDecimal::from_str("9999999999.99").unwrap();
+    let started = std::time::Instant::now();
+    let outcomes = orders::insert_if_absent(
+        &mut conn,
+        &[huge_price, huge_discount, huge_total, big_but_fine.clone()],
+    )
+    .await
+    .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    for outcome in &outcomes[..3] {
+        match outcome {
+            InsertOutcome::Rejected(r) => assert_eq!(r.kind, RejectionKind::InvalidValue),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+    assert_eq!(outcomes[3], InsertOutcome::Inserted);
+}
+
 #[tokio::test]
 async fn a_large_batch_is_inserted_in_one_call() {
     let db = TestDatabase::new().await;

@@ -915,3 +915,70 @@ async fn openapi_lists_exactly_the_real_routes() {
     }
     app.stop().await;
 }
+
+/// Regression (reliability campaign, security stage and schemathesis): PostgreSQL text cannot
+/// hold U+0000, and a NUL byte in a path segment, query parameter, body field or GraphQL
+/// argument used to reach the query and come back as a 500. It is now a 400 naming the field,
+/// and nothing is written.
+#[tokio::test]
+async fn nul_characters_are_a_400_not_a_500() {
+    let app = app_with_fixtures().await;
+    let token = all_token();
+    let t = Some(token.as_str());
+    let nul = "NUL (U+0000)";
+    for path in [
+        "/orders/number/ORD%00-1",
+        "/orders/customer/cust%00",
+        "/orders?storeNumber=42&customerId=a%00b",
+        "/orders?customerId=%00x",
+    ] {
+        let reply = get(&app, path, t).await;
+        assert_eq!(reply.status, 400, "{path}: {}", reply.text);
+        assert!(reply.text.contains(nul), "{path}: {}", reply.text);
+    }
+    let before = get(&app, &format!("/orders/{DELIVERY_ID}"), t).await.json();
+    for (method, route, body) in [
+        (Method::POST, "notes", json!({"note": "left\u{0}at door"})),
+        (Method::POST, "cancel", json!({"reason": "\u{0}"})),
+        (
+            Method::PATCH,
+            "fulfillment",
+            json!({"pickupLocation": "desk\u{0}"}),
+        ),
+        (
+            Method::PATCH,
+            "fulfillment",
+            json!({"instructions": "ring\u{0}twice"}),
+        ),
+    ] {
+        let path = format!("/orders/{DELIVERY_ID}/{route}");
+        let reply = send_json(&app, method, &path, t, &body).await;
+        let errors = reply.validation(&path);
+        assert!(errors.iter().any(|(_, m)| m.contains(nul)), "{errors:?}");
+    }
+    let after = get(&app, &format!("/orders/{DELIVERY_ID}"), t).await.json();
+    assert_eq!(before, after, "nothing was written");
+    for (query, variables) in [
+        (
+            "query($n: String!) { orderByNumber(orderNumber: $n) { id } }",
+            json!({"n": "ORD\u{0}"}),
+        ),
+        (
+            "query($c: String!) { ordersByCustomer(customerId: $c) { id } }",
+            json!({"c": "c\u{0}"}),
+        ),
+        (
+            "mutation($id: ID!) { addOrderNote(id: $id, note: \"a\\u0000b\") { id } }",
+            json!({"id": DELIVERY_ID}),
+        ),
+        (
+            "mutation($id: ID!) { updateFulfillment(id: $id, input: {instructions: \"x\\u0000\"}) { id } }",
+            json!({"id": DELIVERY_ID}),
+        ),
+    ] {
+        let reply = crate::common::graphql(&app, t, query, variables).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert!(reply.text.contains("BAD_REQUEST"), "{query}: {}", reply.text);
+        assert!(!reply.text.contains("INTERNAL_ERROR"), "{}", reply.text);
+    }
+}

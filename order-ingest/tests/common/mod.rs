@@ -32,7 +32,7 @@ pub fn redis_url() -> String {
 
 pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(
-        "{}/../../shared/fixtures/{name}",
+        "{}/../order-store/tests/fixtures/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap_or_else(|e| panic!("fixture {name}: {e}"))

@@ -7,6 +7,7 @@ pub mod money;
 mod order;
 
 pub use enums::{FulfillmentType, OrderStatus, ParseEnumError, PaymentStatus};
+pub use order::{has_nul, NUL_MESSAGE};
 pub use order::{
     AppliedDiscount, CustomerSnapshot, DeliveryAddress, FulfillmentDetails, LineItem, NewOrder,
     Order, STORE_NUMBERS,

@@ -34,6 +34,27 @@ pub fn check_fits(value: &BigDecimal) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `value`'s integer part fits `NUMERIC(12,2)` (any number of decimals): the bound for
+/// amounts that are rounded rather than stored as they are, so that an absurd exponent is
+/// refused before rounding would expand it into billions of digits.
+pub fn check_magnitude(value: &BigDecimal) -> Result<(), String> {
+    let (digits, scale) = value.as_bigint_and_exponent();
+    // Digits left of the decimal point; `bits()` bounds the digit count without printing a
+    // number that may be huge.
+    let digit_count = (digits.bits() as f64 * std::f64::consts::LOG10_2).ceil() as i64;
+    if digit_count - scale > MAX_INTEGER_DIGITS + 1 {
+        return Err("the amount does not fit NUMERIC(12,2)".to_owned());
+    }
+    if digit_count - scale > MAX_INTEGER_DIGITS {
+        // Near the bound: count exactly.
+        let integer_digits = digits.to_string().trim_start_matches('-').len() as i64 - scale;
+        if integer_digits > MAX_INTEGER_DIGITS {
+            return Err(format!("{value} does not fit NUMERIC(12,2)"));
+        }
+    }
+    Ok(())
+}
+
 /// The amount with exactly two decimals, as clients of the existing service see it.
 pub fn format(value: &BigDecimal) -> String {
     value

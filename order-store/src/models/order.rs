@@ -228,10 +228,88 @@ pub struct DeliveryAddress {
     pub country: Option<String>,
 }
 
+/// Why a string holding U+0000 is refused: PostgreSQL text and JSONB cannot hold it.
+pub const NUL_MESSAGE: &str = "Must not contain NUL (U+0000) characters";
+
+/// Whether `text` can be stored in a PostgreSQL text or JSONB value.
+pub fn has_nul(text: &str) -> bool {
+    text.contains('\0')
+}
+
 /// Stores are numbered 1..=2000 (CONTRACT section 1.3).
 pub const STORE_NUMBERS: std::ops::RangeInclusive<i32> = 1..=2000;
 
 impl NewOrder {
+    /// The fields (JSON paths) whose text holds U+0000.
+    pub fn fields_with_nul(&self) -> Vec<String> {
+        let mut texts: Vec<(String, Option<&str>)> = vec![
+            ("orderNumber".into(), Some(self.order_number.as_str())),
+            ("customerId".into(), self.customer_id.as_deref()),
+            ("paymentMethod".into(), self.payment_method.as_deref()),
+            ("paymentReference".into(), self.payment_reference.as_deref()),
+            ("createdBy".into(), self.created_by.as_deref()),
+        ];
+        for (i, item) in self.line_items.iter().enumerate() {
+            texts.push((
+                format!("lineItems[{i}].productId"),
+                item.product_id.as_deref(),
+            ));
+            texts.push((format!("lineItems[{i}].sku"), Some(item.sku.as_str())));
+            texts.push((format!("lineItems[{i}].name"), Some(item.name.as_str())));
+        }
+        for (i, d) in self.applied_discounts.iter().enumerate() {
+            let prefix = format!("appliedDiscounts[{i}]");
+            texts.push((format!("{prefix}.discountId"), d.discount_id.as_deref()));
+            texts.push((format!("{prefix}.code"), d.code.as_deref()));
+            texts.push((format!("{prefix}.description"), d.description.as_deref()));
+            texts.push((format!("{prefix}.type"), d.discount_type.as_deref()));
+        }
+        if let Some(c) = &self.customer_snapshot {
+            let fields = [
+                ("customerId", &c.customer_id),
+                ("firstName", &c.first_name),
+                ("lastName", &c.last_name),
+                ("email", &c.email),
+                ("phone", &c.phone),
+                ("loyaltyTier", &c.loyalty_tier),
+            ];
+            for (name, value) in fields {
+                texts.push((format!("customerSnapshot.{name}"), value.as_deref()));
+            }
+        }
+        if let Some(f) = &self.fulfillment_details {
+            texts.push((
+                "fulfillmentDetails.pickupLocation".into(),
+                f.pickup_location.as_deref(),
+            ));
+            texts.push((
+                "fulfillmentDetails.instructions".into(),
+                f.instructions.as_deref(),
+            ));
+            if let Some(a) = &f.delivery_address {
+                let fields = [
+                    ("street1", &a.street1),
+                    ("street2", &a.street2),
+                    ("city", &a.city),
+                    ("state", &a.state),
+                    ("postalCode", &a.postal_code),
+                    ("country", &a.country),
+                ];
+                for (name, value) in fields {
+                    texts.push((
+                        format!("fulfillmentDetails.deliveryAddress.{name}"),
+                        value.as_deref(),
+                    ));
+                }
+            }
+        }
+        texts
+            .into_iter()
+            .filter(|(_, text)| text.is_some_and(has_nul))
+            .map(|(field, _)| field)
+            .collect()
+    }
+
     /// Everything the `orders` table would refuse or silently alter, checked before the
     /// statement so that one bad order fails alone instead of failing its whole batch.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
@@ -270,6 +348,35 @@ impl NewOrder {
             if let Some(Err(message)) = value.map(money::check_fits) {
                 errors.push(FieldError::new(field, message));
             }
+        }
+        // Amounts inside the JSONB columns have no column type to overflow, but they are
+        // rescaled to two decimals on every write and read (`lineTotal`): an exponent like
+        // `1E999999999` would make that rescaling allocate a billion digits. They get the same
+        // bound as the order's own amounts.
+        for (i, item) in self.line_items.iter().enumerate() {
+            let amounts = [
+                ("unitPrice", Some(&item.unit_price)),
+                ("discountAmount", item.discount_amount.as_ref()),
+            ];
+            for (name, value) in amounts {
+                if let Some(Err(message)) = value.map(money::check_magnitude) {
+                    errors.push(FieldError::new(format!("lineItems[{i}].{name}"), message));
+                }
+            }
+        }
+        for (i, discount) in self.applied_discounts.iter().enumerate() {
+            if let Err(message) = money::check_magnitude(&discount.applied_amount) {
+                errors.push(FieldError::new(
+                    format!("appliedDiscounts[{i}].appliedAmount"),
+                    message,
+                ));
+            }
+        }
+        // PostgreSQL cannot store U+0000 in a text or JSONB value: the INSERT would fail for a
+        // reason no retry fixes, so such an order is refused here, alone, as a value that does
+        // not fit.
+        for field in self.fields_with_nul() {
+            errors.push(FieldError::new(field, NUL_MESSAGE));
         }
         if errors.is_empty() {
             Ok(())
