@@ -240,14 +240,17 @@ def api_under_fault(ctx, keys, logdir) -> dict:
     first_ok = next((t for t, s in after if s == 200), None)
     recovered_s = None if first_ok is None else round(first_ok - t_up, 2)
     not_ok_after_recovery = [s for t, s in after if first_ok is not None and t > first_ok and s != 200]
-    count = lambda xs: {str(k): xs.count(k) for k in sorted(set(map(str, xs)))}  # noqa: E731
+    def count(xs):
+        xs = [str(x) for x in xs]
+        return {k: xs.count(k) for k in sorted(set(xs))}
+
     result = {
         "seconds": seconds, "outage_s": ctx.args.api_outage_s, "orders": len(orders),
         "pg_down_at_s": round(t_down - t0, 1), "pg_up_at_s": round(t_up - t0, 1),
         "wrk_requests": int(total_req.group(1)) if total_req else None,
         "wrk_statuses": statuses, "wrk_errors": errors, "wrk_latency": latency,
-        "probe_before": count(before), "probe_during": count([str(s) for s in during]),
-        "probe_after": count([str(s) for _, s in after]),
+        "probe_before": count(before), "probe_during": count(during),
+        "probe_after": count([s for _, s in after]),
         "probe_max_s": round(max((d for _, _, d in probe_log), default=0), 2),
         "recovered_s": recovered_s, "errors_after_recovery": len(not_ok_after_recovery),
         "api_alive": api_alive,
@@ -399,8 +402,9 @@ def schemathesis(ctx, keys, logdir) -> dict:
             "--report", "junit", "--report-dir", report_dir, "--no-color", "--seed", str(ctx.args.seed)]
     env = dict(os.environ, SCHEMATHESIS_HOOKS="")
     try:
+        # cwd: schemathesis keeps a cache directory (.schemathesis/) in its working directory.
         proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=ctx.args.st_seconds + 300,
-                              env=env)
+                              env=env, cwd=logdir)
         out, rc = proc.stdout.decode(errors="replace"), proc.returncode
     except subprocess.TimeoutExpired as e:
         out, rc = (e.stdout or b"").decode(errors="replace") + "\n(timed out)", -1

@@ -356,16 +356,18 @@ def main():
         json.dump(results, open(os.path.join(args.workdir, "results.json"), "w"), indent=2, default=str)
         out = args.out or os.path.join(args.root, "docs", "RELIABILITY.md")
         write_report(ctx, facts, results, out, started)
-        if own_workdir and not args.keep:
-            shutil.rmtree(args.workdir, ignore_errors=True)
-        else:
-            log(f"logs kept in {args.workdir}")
     failed = [r.get("scenario") for r in results.get("ingest", []) if not r.get("pass")]
     api_ok = results.get("api", {}).get("pass", True)
     sec = results.get("security", {})
     fz = [f for f in results.get("fuzz", []) if f.get("panics") or f.get("error")]
-    ok = not failed and api_ok and sec.get("tried", 0) == sec.get("passed", 0) and not fz
-    log("ALL PASS" if ok else f"FAILURES: scenarios {failed}, api ok {api_ok}, fuzz {[f['target'] for f in fz]}")
+    st_errors = results.get("schemathesis", {}).get("server_errors", 0)
+    ok = not failed and api_ok and sec.get("tried", 0) == sec.get("passed", 0) and not fz and not st_errors
+    if own_workdir and not args.keep and ok:
+        shutil.rmtree(args.workdir, ignore_errors=True)
+    else:
+        log(f"logs kept in {args.workdir}")
+    log("ALL PASS" if ok else f"FAILURES: scenarios {failed}, api ok {api_ok}, fuzz {[f['target'] for f in fz]}, "
+        f"schemathesis 500s {st_errors}")
     sys.exit(0 if ok else 1)
 
 

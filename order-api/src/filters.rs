@@ -37,24 +37,39 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
+/// Whether `path` is an instance of `template` (`{name}` matches any one segment).
+fn template_matches(template: &str, path: &str) -> bool {
+    let mut parts = template.trim_matches('/').split('/');
+    let mut segments = path.trim_matches('/').split('/');
+    loop {
+        match (parts.next(), segments.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p.starts_with('{') || p == s => {}
+            _ => return false,
+        }
+    }
+}
+
 /// The template of `path`, or `"unmatched"`: metrics labels must not grow with client input.
 pub fn route_label(path: &str) -> &'static str {
-    let matches = |template: &str| {
-        let mut parts = template.trim_matches('/').split('/');
-        let mut segments = path.trim_matches('/').split('/');
-        loop {
-            match (parts.next(), segments.next()) {
-                (None, None) => return true,
-                (Some(p), Some(s)) if p.starts_with('{') || p == s => {}
-                _ => return false,
-            }
-        }
-    };
     ROUTES
         .iter()
         .map(|(_, template)| *template)
-        .find(|template| matches(template))
+        .find(|template| template_matches(template, path))
         .unwrap_or("unmatched")
+}
+
+/// The methods some route answers at `path`, for the `Allow` header of a 405 (RFC 9110
+/// 15.5.6: a 405 must list them).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let mut methods: Vec<&'static str> = ROUTES
+        .iter()
+        .filter(|(_, template)| template_matches(template, path))
+        .map(|(method, _)| *method)
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
 }
 
 /// What the outermost layer needs to finish a response.
@@ -113,6 +128,12 @@ fn finish(metrics: &Metrics, info: &RequestInfo, mut response: Response) -> Resp
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+    }
+    if response.status() == warp::http::StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = allowed_methods(&info.path).join(", ");
+        if let Ok(value) = HeaderValue::from_str(&allowed) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
     }
     let status = response.status().as_u16();
     let elapsed = info.started.elapsed();

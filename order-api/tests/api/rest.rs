@@ -982,3 +982,31 @@ async fn nul_characters_are_a_400_not_a_500() {
         assert!(!reply.text.contains("INTERNAL_ERROR"), "{}", reply.text);
     }
 }
+
+/// Regression (reliability campaign, schemathesis ST204): a 405 must carry `Allow` with the
+/// methods the resource does answer (RFC 9110 15.5.6); it used to have none.
+#[tokio::test]
+async fn method_not_allowed_lists_the_allowed_methods() {
+    let app = app_with_fixtures().await;
+    let token = all_token();
+    let t = Some(token.as_str());
+    let order = format!("/orders/{DELIVERY_ID}");
+    let status = format!("/orders/{DELIVERY_ID}/status");
+    let notes = format!("/orders/{DELIVERY_ID}/notes");
+    for (method, path, allow) in [
+        (Method::DELETE, order.as_str(), "GET"),
+        (Method::TRACE, "/graphql", "POST"),
+        (Method::PUT, "/health/live", "GET"),
+        (Method::POST, status.as_str(), "PATCH"),
+        (Method::GET, notes.as_str(), "POST"),
+        (Method::DELETE, "/orders", "GET"),
+    ] {
+        let reply = send(method.clone(), &app.url(path), t, None, None, &[]).await;
+        reply.error(405, path);
+        assert_eq!(
+            reply.headers.get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+    }
+}
