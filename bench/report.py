@@ -509,6 +509,10 @@ for n in (1, 2):
             in_batch = i["batch_seconds_sum"] / i["batches"] * 1000
             s += (f"The worker's histogram puts {in_batch:.1f} ms of each batch between its read returning and its "
                   f"acknowledgement; the remaining {per_batch_ing - in_batch:.1f} ms is the XREADGROUP itself. ")
+        if n > 1 and i.get("cpu_seconds"):
+            s += (f"The {n} workers used {i['cpu_seconds']:.1f} s of CPU in {i['seconds']:.1f} s "
+                  f"({i['cpu_seconds'] / i['seconds']:.2f} cores) on a {facts.get('nproc')}-core machine whose "
+                  "PostgreSQL backends need the same cores; the ceiling client decodes nothing. ")
         if n == 1 and profiles.get("ingest_profile"):
             b = profiles["ingest_profile"]["buckets"]
             top = ", ".join(f"{label} {pct:.0f}%" for label, pct in b[:4])
@@ -525,8 +529,23 @@ for n in (1, 2):
                   "waiting for Redis and JSON work; until then, two consumers per pod overlap that work between them.")
         findings.append(s)
 if lat and (lat["p99_ms"] >= 50 or lat["missing"]):
-    findings.append(f"**Publish-to-row p99 is {lat['p99_ms']:.1f} ms ({lat['missing']} missing) at "
-                    f"{lat['rate']} events/s.**")
+    s = (f"**Publish-to-row p99 is {lat['p99_ms']:.1f} ms ({lat['missing']} missing) at {lat['rate']} events/s**, "
+         f"with a median of {lat['p50_ms']:.1f} ms. ")
+    metrics = text("latency-metrics.txt")
+    buckets = {float(m.group(1)): int(m.group(2)) for m in
+               re.finditer(r'^order_ingest_batch_duration_seconds_bucket\{le="([\d.e+-]+)"\} (\d+)', metrics, re.M)}
+    count = re.search(r"^order_ingest_batch_duration_seconds_count (\d+)", metrics, re.M)
+    if count and 0.05 in buckets:
+        n = int(count.group(1))
+        slow = n - buckets[0.05]
+        s += (f"The worker's histogram shows {slow} of {n:,} batches taking longer than 50 ms "
+              f"({n - buckets.get(0.1, n)} longer than 100 ms); the tail is queueing behind those few: every event "
+              f"published while one batch is stuck for 200 ms (at {lat['rate']}/s, about {lat['rate'] // 5} events) "
+              "waits for it, so a handful of slow commits is enough to put 1% of all events past 50 ms. The slow "
+              "batches are inserts into a table with ten B-tree indexes and a GIN index on `line_items` "
+              "(its pending list is flushed into the index by whichever insert finds it full), on a machine "
+              "shared with other work (see the load averages).")
+    findings.append(s)
 if api_hwm >= 64 * 1024:
     findings.append(f"**order-api's peak RSS is {mib(api_hwm)}.**")
 if ing_hwm >= 64 * 1024:

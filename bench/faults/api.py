@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import os
-import random
 import re
 import subprocess
 import threading
@@ -322,7 +321,7 @@ def security(ctx, keys, orders, logdir) -> dict:
             expect("403 with the wrong scope", f"scope {wrong}: {method} {path}", method, p, b,
                    keys.rs256(claims(scope=wrong)),
                    lambda s, body: s == 200 and b"FORBIDDEN" in body and b'"id"' not in body)
-            expect("403 with the wrong scope", f"scope order:read: graphql mutation", method, p,
+            expect("403 with the wrong scope", "scope order:read: graphql mutation", method, p,
                    {"query": f'mutation {{ addOrderNote(id: "{oid}", note: "x") {{ id }} }}'},
                    keys.rs256(claims(scope="order:read")),
                    lambda s, body: s == 200 and b"FORBIDDEN" in body)

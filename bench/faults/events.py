@@ -163,7 +163,7 @@ def order_json(order: dict) -> str:
 def envelope(order_text: str | None, rng: random.Random, event_id: str, subject: str | None,
              data_extra: str = "") -> str:
     t = java_offset_time(datetime.now(timezone.utc), rng)
-    parts = [f'"specversion":"1.0"', f'"id":"{event_id}"', f'"source":"{SOURCE}"', f'"type":"{TYPE}"']
+    parts = ['"specversion":"1.0"', f'"id":"{event_id}"', f'"source":"{SOURCE}"', f'"type":"{TYPE}"']
     if subject is not None and rng.random() < 0.95:
         parts.append(f'"subject":"{subject}"')
     parts.append(f'"time":"{t}"')

@@ -184,19 +184,17 @@ def diff_order(published: dict, row: dict) -> list[str]:
 
 
 def state(r, key):
-    """(pending, lag, dlq length). Redis reports `lag` as nil when it cannot compute it (after
-    a restart that reloads the group from the AOF, for one); then the group has read everything
-    when its last-delivered id is the stream's last id."""
+    """(pending, behind, dlq length): `behind` is 0 once the group's last-delivered id is the
+    stream's last id. (XINFO GROUPS `lag` is not used: after Redis reloads the group from the
+    AOF its entries-read counter is off, and `lag` stays positive with nothing left to read.)"""
     try:
         pending = r.xpending(key, GROUP)["pending"]
         groups = r.xinfo_groups(key)
-        group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), {})
-        lag = group.get("lag")
-        if lag is None and group:
-            last = r.xinfo_stream(key)["last-generated-id"]
-            lag = 0 if group.get("last-delivered-id") == last else None
+        group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+        last = r.xinfo_stream(key)["last-generated-id"]
+        behind = None if group is None else (0 if group["last-delivered-id"] == last else 1)
         dlq = r.xlen(f"{key}:dlq")
-        return pending, lag, dlq
+        return pending, behind, dlq
     except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, redis.BusyLoadingError):
         return None, None, None
 

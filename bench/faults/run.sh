@@ -2,8 +2,9 @@
 # Reliability campaign for the order service (issue 7); writes docs/RELIABILITY.md.
 #
 #   cargo build --release -p order-api -p order-ingest      # once
-#   bench/faults/run.sh                                      # short configuration (~15 min)
-#   bench/faults/run.sh --events 50000 --fuzz-seconds 300    # the full campaign
+#   bench/faults/run.sh                                      # short configuration (~10 min)
+#   bench/faults/run.sh --events 50000 --rate 1000           # the 50,000-event campaign (~16 min)
+#   bench/faults/run.sh --render-from target/faults/results.json   # rewrite the report only
 #   bench/faults/run.sh --stages ingest --scenarios kill,db-outage --events 2000
 #
 # Stages (--stages, default all):

@@ -2,6 +2,7 @@
 //! they are this API's view of an order (money and instants as strings, the discount fields
 //! under the names clients query).
 
+use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{
     Context, EmptySubscription, Enum, ErrorExtensions, InputObject, Object, Schema, SimpleObject,
     Variables, ID,
@@ -77,6 +78,44 @@ fn to_graphql_value(value: serde_json::Value) -> async_graphql::Value {
     }
 }
 
+/// Parsed GraphQL documents by query text. Clients send the same few queries over and over, and
+/// parsing the text was a third of the API's CPU under the GraphQL benchmark
+/// (docs/BENCHMARKS.md); validation and limits still run on every request.
+#[derive(Default)]
+pub struct DocumentCache {
+    documents: std::sync::Mutex<std::collections::HashMap<String, ExecutableDocument>>,
+}
+
+impl DocumentCache {
+    /// Distinct query texts kept; past it the cache starts over, so clients that send a new
+    /// text every time cannot grow it.
+    const CAPACITY: usize = 256;
+
+    fn parsed(&self, query: &str) -> Option<ExecutableDocument> {
+        if let Some(document) = self.lock().get(query) {
+            return Some(document.clone());
+        }
+        // Syntax errors are left to the executor, which reports them as GraphQL errors.
+        let document = async_graphql::parser::parse_query(query).ok()?;
+        let mut documents = self.lock();
+        if documents.len() >= Self::CAPACITY {
+            documents.clear();
+        }
+        documents.insert(query.to_owned(), document.clone());
+        Some(document)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ExecutableDocument>> {
+        // A poisoned lock only means another request panicked while holding it; the map is
+        // still a valid map, so it keeps serving.
+        self.documents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// `POST /graphql`: the body is read as JSON by the route; here it becomes a request.
 pub async fn handle(
     principal: Principal,
@@ -92,7 +131,11 @@ pub async fn handle(
         )])
         .into());
     };
+    let document = state.graphql_documents.parsed(&query);
     let mut request = async_graphql::Request::new(query).data(principal);
+    if let Some(document) = document {
+        request.set_parsed_query(document);
+    }
     if let Some(name) = body.operation_name {
         request = request.operation_name(name);
     }

@@ -32,6 +32,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub schema: OrderSchema,
+    pub graphql_documents: Arc<graphql::DocumentCache>,
     pub max_body_bytes: u64,
     pub pool_max: u32,
 }
@@ -49,6 +50,7 @@ impl AppState {
         let db = Db::new(pool, limits.db_op_timeout);
         Self {
             schema: graphql::schema(db.clone()),
+            graphql_documents: Arc::default(),
             db,
             auth: Arc::new(auth),
             metrics: Arc::new(Metrics::default()),

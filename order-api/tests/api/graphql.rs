@@ -439,3 +439,25 @@ async fn depth_and_complexity_are_limited() {
     assert_eq!(fulfillment["kind"], "ENUM");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn repeated_query_texts_are_answered_from_their_parsed_document_correctly() {
+    let app = app_with_fixtures().await;
+    let token = read_token();
+    let query = "query($id: ID!) { order(id: $id) { id orderNumber } }";
+    // The same text with other variables, many times: the cached document must not carry
+    // anything of an earlier request.
+    for id in [DELIVERY_ID, PICKUP_ID, MINIMAL_ID, DELIVERY_ID] {
+        let order = data(&app, &token, query, json!({ "id": id })).await["order"].clone();
+        assert_eq!(order["id"], id);
+    }
+    // A text that does not parse is still a GraphQL error, however often it is sent.
+    for _ in 0..2 {
+        let error = error(&app, &token, "{ order(id: ", json!({})).await;
+        assert_eq!(
+            error["extensions"]["classification"], "BAD_REQUEST",
+            "{error}"
+        );
+    }
+    app.stop().await;
+}
