@@ -173,15 +173,20 @@ pub fn decode(payload: Option<&[u8]>, wanted_type: &str) -> Result<Decoded, Deco
             format!("payload is not UTF-8: {e}"),
         )
     })?;
-    // Syntax first, so that "not JSON" and "JSON of the wrong shape" are told apart.
-    let raw: &RawValue = serde_json::from_str(text).map_err(|e| {
-        DecodeError::new(ErrorClass::InvalidJson, format!("payload is not JSON: {e}"))
-    })?;
-    let envelope: Envelope = serde_json::from_str(raw.get()).map_err(|e| {
-        DecodeError::new(
-            ErrorClass::NotCloudEvent,
-            format!("payload is not a CloudEvent object: {e}"),
-        )
+    // One pass over the payload: serde_json tells a syntax error ("not JSON") from valid JSON
+    // of the wrong shape ("not a CloudEvent") by the error's category.
+    let envelope: Envelope = serde_json::from_str(text).map_err(|e| {
+        if matches!(
+            e.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        ) {
+            DecodeError::new(ErrorClass::InvalidJson, format!("payload is not JSON: {e}"))
+        } else {
+            DecodeError::new(
+                ErrorClass::NotCloudEvent,
+                format!("payload is not a CloudEvent object: {e}"),
+            )
+        }
     })?;
     let event_type = required_string(envelope.event_type, "type")?;
     // Another type is not ours to judge, however odd the rest of its envelope.

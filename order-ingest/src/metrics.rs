@@ -212,14 +212,28 @@ impl Probe {
             .query(redis::cmd("XINFO").arg("GROUPS").arg(&self.stream_key))
             .await;
         match reply {
-            Ok(reply) => Ok(reply
-                .groups
-                .into_iter()
-                .find(|g| g.name == self.group)
-                .map(|g| GroupState {
+            Ok(reply) => {
+                let Some(g) = reply.groups.into_iter().find(|g| g.name == self.group) else {
+                    return Ok(None);
+                };
+                // Redis derives `lag` from the group's entries-read counter, which is off after
+                // the group is reloaded from the AOF (a restart) or moved with XGROUP SETID: it
+                // then reports a lag that never drains. A group whose last-delivered id is the
+                // stream's last id has read everything, whatever the counter says.
+                let mut lag = g.lag.map(|l| l as u64);
+                if lag.is_some_and(|l| l > 0) {
+                    let last: Result<redis::streams::StreamInfoStreamReply, _> = redis
+                        .query(redis::cmd("XINFO").arg("STREAM").arg(&self.stream_key))
+                        .await;
+                    if last.is_ok_and(|s| s.last_generated_id == g.last_delivered_id) {
+                        lag = Some(0);
+                    }
+                }
+                Ok(Some(GroupState {
                     pending: g.pending as u64,
-                    lag: g.lag.map(|l| l as u64),
-                })),
+                    lag,
+                }))
+            }
             // ERR no such key: the stream (and so the group) does not exist.
             Err(crate::stream::RedisFailure::Redis(e))
                 if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
