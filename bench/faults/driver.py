@@ -126,6 +126,11 @@ FINDINGS = [
     ("405 responses had no `Allow` header (RFC 9110; schemathesis ST204).",
      "`finish` in order-api/src/filters.rs adds `Allow` from `ROUTES`",
      "order-api `rest::method_not_allowed_lists_the_allowed_methods`"),
+    ("After Redis restarts and reloads the group from the AOF, `XINFO GROUPS` reports a lag that never "
+     "drains (its entries-read counter is off) although the group has read everything; "
+     "`order_ingest_group_lag` passed it on, so a lag alert would fire forever (scenario d).",
+     "`Probe::group_state` reports 0 when the group's last-delivered id is the stream's last id",
+     "order-ingest `group_lag_is_zero_when_the_group_has_read_the_whole_stream`"),
     ("`/openapi.json` did not state limits the API enforces (store number 1..2000 in the path, "
      "orderNumber/customerId lengths, int64 bounds of limit/offset/page, nullable fulfillment fields, "
      "non-empty GraphQL query): schemathesis flagged valid-looking requests refused.",
@@ -134,7 +139,7 @@ FINDINGS = [
 
 
 def write_report(ctx, facts, results, path, started):
-    a = ctx.args
+    a = argparse.Namespace(**{**vars(ctx.args), **results.get("_args", {})})
     L = []
     w = L.append
     w("# Reliability campaign")
@@ -406,6 +411,7 @@ def main():
         results["_facts"] = facts
         results["_command"] = args.command_line
         results["_minutes"] = round((time.time() - started) / 60, 1)
+        results["_args"] = {k: getattr(args, k) for k in ("events", "rate", "poison_pct", "kills", "outage_s")}
         json.dump(results, open(os.path.join(args.workdir, "results.json"), "w"), indent=2, default=str)
         keep = os.path.join(args.root, "target", "faults")
         os.makedirs(keep, exist_ok=True)

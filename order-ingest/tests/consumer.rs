@@ -627,3 +627,65 @@ async fn a_silent_redis_socket_under_a_blocking_read_is_abandoned_after_the_dead
     assert_eq!(running.stop().await, Exit::Clean);
     assert_eq!(stream.pending("order-service"), 0);
 }
+
+/// Regression (reliability campaign, Redis restarted with AOF): after Redis reloads a group
+/// from the AOF its entries-read counter is off, and `XINFO GROUPS` reports a lag that never
+/// drains although the group has read every entry; `order_ingest_group_lag` passed it on, so a
+/// lag alert would fire forever. `XGROUP SETID ... ENTRIESREAD 0` makes the same state here.
+#[tokio::test]
+async fn group_lag_is_zero_when_the_group_has_read_the_whole_stream() {
+    use order_ingest::metrics::{Metrics, Probe};
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    let _: () = stream
+        .conn()
+        .xgroup_create_mkstream(&stream.key, "order-service", "0")
+        .unwrap();
+    for _ in 0..3 {
+        stream.publish_event(&synthetic_event(7).1);
+    }
+    let mut conn = stream.conn();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("order-service")
+        .arg("c1")
+        .arg("STREAMS")
+        .arg(&stream.key)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    let probe = Probe {
+        metrics: std::sync::Arc::new(Metrics::default()),
+        pool,
+        redis: tokio::sync::Mutex::new(order_ingest::stream::RedisConn::new(
+            redis::Client::open(redis_url()).unwrap(),
+            Duration::from_secs(5),
+        )),
+        stream_key: stream.key.clone(),
+        group: "order-service".into(),
+    };
+    let state = probe.group_state().await.unwrap().unwrap();
+    assert_eq!((state.pending, state.lag), (3, Some(0)));
+    // The counter Redis derives `lag` from, knocked off as an AOF reload does.
+    let _: () = redis::cmd("XGROUP")
+        .arg("SETID")
+        .arg(&stream.key)
+        .arg("order-service")
+        .arg("$")
+        .arg("ENTRIESREAD")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    let reported: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&stream.key)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(reported.groups[0].lag, Some(3), "Redis reports a stale lag");
+    let state = probe.group_state().await.unwrap().unwrap();
+    assert_eq!(state.lag, Some(0), "everything was read");
+    // A real backlog is still reported.
+    stream.publish_event(&synthetic_event(7).1);
+    let state = probe.group_state().await.unwrap().unwrap();
+    assert!(state.lag.is_some_and(|l| l > 0), "{state:?}");
+}
