@@ -54,6 +54,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::Validation(errors) => ApiError::Validation(errors),
+            StoreError::InvalidData(message) => ApiError::BadRequest(message),
             StoreError::Unavailable(message) => ApiError::Unavailable(message),
             e @ StoreError::Other(_) => ApiError::Internal(Box::new(e)),
         }

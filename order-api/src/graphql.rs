@@ -175,7 +175,8 @@ fn store_error(error: StoreError) -> async_graphql::Error {
         StoreError::Validation(errors) => validation_failed(errors),
         e @ (StoreError::InvalidTransition { .. }
         | StoreError::CannotCancel(_)
-        | StoreError::Conflict(_)) => classified(e.to_string(), "BAD_REQUEST"),
+        | StoreError::Conflict(_)
+        | StoreError::InvalidData(_)) => classified(e.to_string(), "BAD_REQUEST"),
         StoreError::Unavailable(reason) => {
             tracing::warn!(reason = %reason, "database unavailable");
             classified(

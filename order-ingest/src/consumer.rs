@@ -713,16 +713,22 @@ async fn insert_one_by_one(
     orders: &[NewOrder],
 ) -> Result<Option<Vec<Stored>>, StoreError> {
     let mut outcomes = Vec::with_capacity(orders.len());
-    let mut any_ok = false;
+    // Whether any answer is about the orders rather than the database: a success, or a value
+    // the database refuses (which fails the same way however often it is retried).
+    let mut decided = false;
     for order in orders {
         match insert_batch(pool, std::slice::from_ref(order)).await {
             Ok(mut one) => {
-                any_ok = true;
+                decided = true;
                 outcomes.push(one.pop().map_or(Stored::Duplicate, Stored::from));
             }
             Err(e) if e.is_transient() => return Err(e),
+            Err(StoreError::InvalidData(message)) => {
+                decided = true;
+                outcomes.push(Stored::Rejected(ErrorClass::InvalidValue, message));
+            }
             Err(e) => outcomes.push(Stored::Rejected(ErrorClass::StoreRejected, e.to_string())),
         }
     }
-    Ok(any_ok.then_some(outcomes))
+    Ok(decided.then_some(outcomes))
 }

@@ -33,6 +33,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("Validation failed")]
     Validation(Vec<FieldError>),
+    /// The database refused a value of this input (SQLSTATE class 22 or a constraint): the same
+    /// input will always fail, so it must not be retried like an outage.
+    #[error("invalid data: {0}")]
+    InvalidData(String),
     /// The database cannot be reached or is shedding load: retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -46,6 +50,17 @@ impl StoreError {
         matches!(self, StoreError::Unavailable(_))
     }
 }
+
+/// Messages of data exceptions (SQLSTATE class 22) that diesel-async reports as `Unknown`.
+const DATA_ERROR_MESSAGES: &[&str] = &[
+    "invalid byte sequence",
+    "unsupported unicode escape sequence",
+    "null character not permitted",
+    "value too long for type",
+    "numeric field overflow",
+    "out of range",
+    "invalid input syntax",
+];
 
 /// Messages of server errors that end the connection or shed load. diesel-async keeps only
 /// the message of errors it maps to `Unknown`, so the SQLSTATE classes 08, 53, 57 and 40
@@ -77,12 +92,23 @@ impl From<DieselError> for StoreError {
                 _ if is_transient_message(info.message()) => {
                     StoreError::Unavailable(info.message().to_owned())
                 }
+                DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
+                    StoreError::InvalidData(info.message().to_owned())
+                }
+                _ if is_data_message(info.message()) => {
+                    StoreError::InvalidData(info.message().to_owned())
+                }
                 _ => StoreError::Other(Box::new(error)),
             },
             DieselError::BrokenTransactionManager => StoreError::Unavailable(error.to_string()),
             _ => StoreError::Other(Box::new(error)),
         }
     }
+}
+
+fn is_data_message(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    DATA_ERROR_MESSAGES.iter().any(|m| message.contains(m))
 }
 
 fn is_transient_message(message: &str) -> bool {
@@ -130,5 +156,38 @@ impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for StoreEr
 impl From<diesel_migrations::MigrationError> for StoreError {
     fn from(error: diesel_migrations::MigrationError) -> Self {
         StoreError::Other(Box::new(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(message: &str) -> StoreError {
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned())).into()
+    }
+
+    #[test]
+    fn data_exceptions_are_permanent_and_outages_transient() {
+        for message in [
+            "invalid byte sequence for encoding \"UTF8\": 0x00",
+            "value too long for type character varying(50)",
+            "numeric field overflow",
+        ] {
+            let error = server_error(message);
+            assert!(
+                matches!(error, StoreError::InvalidData(_)),
+                "{message}: {error:?}"
+            );
+            assert!(!error.is_transient());
+        }
+        let outage = server_error("terminating connection due to administrator command");
+        assert!(outage.is_transient());
+        let closed: StoreError = DieselError::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand,
+            Box::new("connection closed".to_owned()),
+        )
+        .into();
+        assert!(closed.is_transient());
     }
 }
