@@ -39,9 +39,10 @@ pub fn check_fits(value: &BigDecimal) -> Result<(), String> {
 /// refused before rounding would expand it into billions of digits.
 pub fn check_magnitude(value: &BigDecimal) -> Result<(), String> {
     let (digits, scale) = value.as_bigint_and_exponent();
-    // Digits left of the decimal point; `bits()` bounds the digit count without printing a
-    // number that may be huge.
-    let digit_count = (digits.bits() as f64 * std::f64::consts::LOG10_2).ceil() as i64;
+    // Decimal digits of the unscaled integer, estimated from its bit length without printing a
+    // number that may be huge: bits × log10(2), with log10(2) < 0.30103, rounded up. Integer
+    // arithmetic only; an estimate near the bound is followed by an exact count below.
+    let digit_count = (digits.bits().saturating_mul(30_103)).div_ceil(100_000) as i64;
     if digit_count - scale > MAX_INTEGER_DIGITS + 1 {
         return Err("the amount does not fit NUMERIC(12,2)".to_owned());
     }
