@@ -1,6 +1,11 @@
 //! A fresh, migrated database per test, dropped when the test ends (after crates.io's
 //! test-db crate, in miniature). The server comes from `TEST_DATABASE_URL`, an admin URL
 //! that may create databases; by default the local PostgreSQL as `postgres`.
+//!
+//! Only compiled with the `test-support` feature, which only dev-dependencies enable: no
+//! service input ever reaches this module. Its `expect`s fire only when the test server itself
+//! is unusable (unreachable, cannot create a database), and a panic with that message is how
+//! a test reports it.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
