@@ -10,6 +10,7 @@ import atexit
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,7 @@ SCENARIOS = {
     "redis-restart": "(d) Redis (AOF on) restarted mid-run",
     "db-outage": "(e) database unreachable (silent partition)",
 }
-STAGES = ["ingest", "api", "security", "schemathesis", "fuzz"]
+STAGES = ["ingest", "api", "security", "schemathesis", "fuzz", "rolling"]
 
 
 class Ctx:
@@ -62,6 +63,11 @@ def parse():
     p.add_argument("--fuzz-seconds", type=int, default=60, help="seconds per fuzz target")
     p.add_argument("--st-examples", type=int, default=50, help="schemathesis examples per operation")
     p.add_argument("--st-seconds", type=int, default=240, help="schemathesis time budget")
+    p.add_argument("--rolling-cycles", type=int, default=3, help="rolling stage: SIGTERM+restart cycles over both API processes")
+    p.add_argument("--rolling-delay-ms", type=int, default=2000, help="rolling stage: order-api's shutdown delay (ORDER_SHUTDOWN_DELAY_MS)")
+    p.add_argument("--rolling-rate", type=int, default=400, help="rolling stage: client requests per second through HAProxy")
+    p.add_argument("--rolling-workers", type=int, default=8, help="rolling stage: client threads (one keep-alive connection each)")
+    p.add_argument("--rolling-settle-s", type=float, default=3, help="rolling stage: seconds of load between restarts")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep", action="store_true", help="keep databases, stream keys and the work dir")
     p.add_argument("--out", default=None, help="report path (default docs/RELIABILITY.md)")
@@ -97,7 +103,9 @@ def machine_facts(ctx) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(), "cpu": cpu, "memory": mem, "kernel": platform.release(),
         "rustc": cmd("rustc", "--version"), "postgres": cmd(f"{infra.PG_BIN}/postgres", "--version"),
-        "redis": cmd("redis-server", "--version"), "wrk": cmd("wrk", "-v") if shutil.which("wrk") else "missing",
+        "redis": cmd("redis-server", "--version"),
+        "haproxy": cmd("haproxy", "-v") if shutil.which("haproxy") else "missing",
+        "wrk": cmd("wrk", "-v") if shutil.which("wrk") else "missing",
         "schemathesis": cmd(os.path.join(ctx.venv, "bin", "st"), "--version"),
         "cargo_fuzz": cmd("cargo", "fuzz", "--version"),
         "git": cmd("git", "-C", ctx.root, "rev-parse", "--short", "HEAD")
@@ -138,31 +146,176 @@ FINDINGS = [
 ]
 
 
-def write_report(ctx, facts, results, path, started):
-    a = argparse.Namespace(**{**vars(ctx.args), **results.get("_args", {})})
-    L = []
-    w = L.append
-    w("# Reliability campaign")
+SECTION_TITLES = {
+    "ingest": "1. Ingest campaign",
+    "api": "2. API under faults",
+    "fuzz": "3. Fuzzing (cargo fuzz, libFuzzer)",
+    "schemathesis": "4. Schema fuzzing (schemathesis)",
+    "security": "5. Security",
+    "rolling": "6. Rolling restart behind HAProxy",
+}
+_START = re.compile(r"^<!-- section (\w+) run (.+?) -->$")
+_RUNS = re.compile(r"^<!-- runs: (\{.*\}) -->$", re.M)
+
+
+def _bare(title: str) -> str:
+    return re.sub(r"^\d+\.\s*", "", title.strip())
+
+
+def read_report(path):
+    """The runs and the stage sections of an existing report: ({run id: run}, {stage: (run id,
+    text)}). Reads the markers write_report puts around each section; a report written before
+    the markers existed (one run, `## N. Title` headings, `Command of this run:`) is read by its
+    headings, its command line and its machine table."""
+    if not os.path.exists(path):
+        return {}, {}
+    text = open(path).read()
+    lines = text.splitlines()
+    sections = {}
+    if any(_START.match(line) for line in lines):
+        m = _RUNS.search(text)
+        runs = json.loads(m.group(1)) if m else {}
+        key = None
+        buf = []
+        for line in lines:
+            start = _START.match(line)
+            if key is None and start:
+                key, rid, buf = start.group(1), start.group(2), []
+            elif key is not None and line == f"<!-- /section {key} -->":
+                sections[key] = (rid, "\n".join(buf).rstrip("\n"))
+                key = None
+            elif key is not None:
+                buf.append(line)
+        return runs, sections
+    # A report from before the markers: one run.
+    facts, command, heading, in_code = {}, "?", None, False
+    bare = {_bare(t): k for k, t in SECTION_TITLES.items()}
+    buf: dict[str, list[str]] = {}
+    for i, line in enumerate(lines):
+        if line.startswith("```"):
+            in_code = not in_code
+        if not in_code and line.startswith("## "):
+            heading = line[3:].strip()
+            if _bare(heading) in bare:
+                buf[bare[_bare(heading)]] = []
+        if line.rstrip().endswith("Command of this run:"):
+            command = next((x.strip() for x in lines[i + 1:] if x.strip()), "?")
+        if heading == "Machine" and line.startswith("| ") and not line.startswith(("| fact", "|---")):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 2:
+                facts[cells[0]] = cells[1]
+        if heading and _bare(heading) in bare:
+            buf[bare[_bare(heading)]].append(line)
+    took = re.search(r"^Run took (.+?) min\.", text, re.M)
+    rid = facts.get("date", "an earlier run")
+    runs = {rid: {"command": command, "took": f"{took.group(1)} min" if took else "?", "facts": facts}}
+    return runs, {k: (rid, "\n".join(v).rstrip("\n")) for k, v in buf.items()}
+
+
+def render_rolling(w, r):
+    w(f"## {SECTION_TITLES['rolling']}")
     w("")
-    w("Generated by `bench/faults/run.sh`; do not edit by hand, rerun it. Command of this run:")
+    if "settings" not in r:
+        w(f"ERROR: {r.get('error')}")
+        w("")
+        return
+    delay = r["delay_ms"]
+    w(f"Two `order-api` processes ({r['bin_dir']}) over the private PostgreSQL ({r['orders']} ingested orders) "
+      f"behind HAProxy ({r['haproxy']}) on spare loopback ports. {r['workers']} client threads, each with one "
+      f"persistent keep-alive connection (Python `http.client`) to HAProxy, sent `GET /orders/{{id}}` with a valid "
+      f"RS256 token at {r['rate']}/s in total for the whole stage, counting every answer by status and every "
+      f"exception by kind. In each of {r['cycles']} cycles each process in turn was sent SIGTERM, waited for (it "
+      f"must exit 0 on its own within a {r['grace_s']:g} s grace period, Kubernetes' default), started again on "
+      f"the same port, and waited for until HAProxy's health check saw it UP; {r['settle_s']:g} s of load between "
+      f"steps. order-api ran with a shutdown delay of {delay} ms (`ORDER_SHUTDOWN_DELAY_MS={delay}`"
+      + (f", `--shutdown-delay-ms {delay}`" if r["binary_knows_delay_flag"] else "") +
+      "): HAProxy checks `/health/ready` every 500 ms and one failed check marks a server DOWN, so it stops "
+      f"routing to a draining process within about 0.5 s plus one check; {delay} ms leaves a wide margin.")
+    if not r["binary_knows_delay_flag"]:
+        w("")
+        w("**The binary under test did not know `--shutdown-delay-ms`** (its `--help` does not list it): it "
+          "predates the graceful drain, so this run measures the old behaviour on SIGTERM.")
     w("")
-    w(f"    {a.command_line or 'bench/faults/run.sh'}")
+    w("HAProxy settings (`haproxy.cfg` written into the work dir by `bench/faults/rolling.py`):")
     w("")
-    w(f"Run took {results.get('_minutes', round((time.time() - started) / 60, 1))} min. Every server it used was its own: a private "
-      "PostgreSQL cluster (initdb into a temp dir) and a private Redis with AOF on, both on spare loopback "
-      "ports; the shared PostgreSQL and Redis were not touched.")
-    w("")
-    w("## Machine")
-    w("")
-    w("| fact | value |")
+    w("| setting | value |")
     w("|---|---|")
-    for k, v in facts.items():
+    for k, v in r["settings"].items():
         w(f"| {k} | {v} |")
     w("")
-    w("The machine is shared (benchmarks may run beside this), so durations are indicative; the counts are not.")
+    w("Retries do not hide failures here: HAProxy retries (on the other server) only a request whose "
+      "*connection* to a server failed, so the request never reached a server; an empty response, a reset "
+      "after the request was sent, a response timeout or a 5xx reaches the client (as a 502/503/504, or, when a "
+      "reused keep-alive connection to a server was closed under a request, as its own connection closed "
+      "without an answer) and counts as a failure. The retries and redispatches HAProxy did make are listed "
+      "below. To see that the stage catches a process that stops at once, run it with `--rolling-delay-ms 0`.")
     w("")
+    cl = r.get("client", {})
+    rolls = r.get("rolls", [])
+    lb = r.get("lb_stats", {})
+    srv = {k.split("/")[1]: v for k, v in lb.items() if isinstance(v, dict) and k.startswith("order_api/")}
+    backend = srv.get("BACKEND", {})
+    exits = [x["exit_s"] for x in rolls]
+    downs = [x["lb_down_after_s"] for x in rolls if x.get("lb_down_after_s") is not None]
+    ups = [x["lb_up_after_start_s"] for x in rolls if x.get("lb_up_after_start_s") is not None]
+    mm = lambda xs: f"{min(xs)} / {max(xs)} s" if xs else "-"  # noqa: E731
+    w("| measure | value |")
+    w("|---|---|")
+    w(f"| cycles (SIGTERMs) | {r['cycles']} ({len(rolls)}) |")
+    w(f"| requests | {cl.get('requests', '-')} in {cl.get('seconds', '-')} s |")
+    w(f"| by status | {', '.join(f'{k}: {v}' for k, v in cl.get('statuses', {}).items()) or '-'} |")
+    errs = cl.get("errors", {})
+    w(f"| connection errors | {cl.get('connection_errors', '-')}"
+      + (f" ({', '.join(f'{k}: {v}' for k, v in errs.items())})" if errs else "") + " |")
+    w(f"| exit codes | {', '.join(str(x) for x in r.get('exit_codes', [])) or '-'} |")
+    w(f"| exited on their own within the grace period | {sum(1 for x in rolls if x['exited_on_its_own'])} / {len(rolls)} |")
+    w(f"| drain time, SIGTERM to exit (min / max) | {mm(exits)} |")
+    w(f"| HAProxy marked it DOWN, after SIGTERM (min / max) | {mm(downs)} |")
+    w(f"| marked DOWN before the process exited | {sum(1 for x in rolls if x.get('lb_down_before_exit'))} / {len(rolls)} |")
+    w(f"| restarted process seen UP by HAProxy, after start (min / max) | {mm(ups)} |")
+    w(f"| HAProxy retries / redispatches / connection errors / response errors | {backend.get('wretr', '-')} / "
+      f"{backend.get('wredis', '-')} / {backend.get('econ', '-')} / {backend.get('eresp', '-')} |")
+    lat = cl.get("latency_ms", {})
+    w(f"| client latency p50 / p99 / max | {lat.get('p50')} / {lat.get('p99')} / {lat.get('max')} ms |")
+    w(f"| client connections opened | {cl.get('connections_opened', '-')} |")
+    w(f"| result | {'pass' if r.get('pass') else '**FAIL**'} |")
+    w("")
+    if rolls:
+        w("| cycle | process | exit code | SIGTERM to exit | SIGTERM to HAProxy DOWN | start to HAProxy UP |")
+        w("|---|---|---|---|---|---|")
+        for x in rolls:
+            down = "never marked DOWN" if x.get("lb_down_after_s") is None else f"{x['lb_down_after_s']} s"
+            up = "never seen UP" if x.get("lb_up_after_start_s") is None else f"{x['lb_up_after_start_s']} s"
+            w(f"| {x['cycle']} | {x['process']} | {x['exit_code']}{'' if x['exited_on_its_own'] else ' (SIGKILL after grace)'} | "
+              f"{x['exit_s']} s | {down} | {up} |")
+        w("")
+    if r.get("error"):
+        w(f"ERROR: {r['error']}")
+        w("")
+    fails = cl.get("failures", [])
+    if fails:
+        w(f"First failures at the client (seconds since the load started; {len(fails)} shown):")
+        w("")
+        for f in fails[:15]:
+            w(f"- {f['t']} s: {f['kind']}: `{f['detail'][:160]}`")
+        w("")
+
+
+def write_report(ctx, facts, results, path, started):
+    """Renders the report. Each stage's section sits between stable markers; a section whose
+    stage this run did not do is kept verbatim from the existing report at `path` (with the
+    run that wrote it), so `--stages rolling` adds its section without erasing the others."""
+    a = argparse.Namespace(**{**vars(ctx.args), **results.get("_args", {})})
+    sections: dict[str, list[str]] = {}
+
+    def section(key):
+        sections[key] = []
+        return sections[key].append
+
+    w = None
     ing = results.get("ingest")
     if ing:
+        w = section("ingest")
         w("## 1. Ingest campaign")
         w("")
         w(f"Per scenario: a fresh database and stream; {a.events} events published at {a.rate}/s "
@@ -202,6 +355,7 @@ def write_report(ctx, facts, results, path, started):
         w("")
     api = results.get("api")
     if api:
+        w = section("api")
         w("## 2. API under faults")
         w("")
         if "error" in api:
@@ -233,6 +387,7 @@ def write_report(ctx, facts, results, path, started):
         w("")
     fz = results.get("fuzz")
     if fz:
+        w = section("fuzz")
         w("## 3. Fuzzing (cargo fuzz, libFuzzer)")
         w("")
         w("Targets in `fuzz/fuzz_targets/`, seed corpus in `fuzz/seeds/` (built from `order-store/tests/fixtures`). "
@@ -251,6 +406,7 @@ def write_report(ctx, facts, results, path, started):
         w("")
     st = results.get("schemathesis")
     if st:
+        w = section("schemathesis")
         w("## 4. Schema fuzzing (schemathesis)")
         w("")
         if "error" in st:
@@ -279,6 +435,7 @@ def write_report(ctx, facts, results, path, started):
         w("")
     sec = results.get("security")
     if sec:
+        w = section("security")
         w("## 5. Security")
         w("")
         if "error" in sec:
@@ -303,6 +460,68 @@ def write_report(ctx, facts, results, path, started):
                 for g, d, det in sec["failures"][:20]:
                     w(f"- {g}: {d}: {det}")
         w("")
+    rol = results.get("rolling")
+    if rol:
+        w = section("rolling")
+        render_rolling(w, rol)
+    ran = results.get("_stages") or [k for k in SECTION_TITLES if k in results]
+    sections = {k: v for k, v in sections.items() if k in ran}
+    old_runs, old_sections = read_report(path)
+    run_id = facts.get("date", "?")
+    kept_ids = {rid for k, (rid, _) in old_sections.items() if k not in sections}
+    while run_id in kept_ids:  # two runs in one minute: keep them apart
+        run_id += "'"
+    this_run = {"command": a.command_line or "bench/faults/run.sh",
+                "took": f"{results.get('_minutes', round((time.time() - started) / 60, 1))} min", "facts": facts}
+    body: list[tuple[str, str, str]] = []  # (key, run id, text)
+    for key in SECTION_TITLES:
+        if key in sections:
+            body.append((key, run_id, "\n".join(sections[key]).rstrip("\n")))
+        elif key in old_sections:
+            body.append((key, *old_sections[key]))
+    runs = {run_id: this_run} if any(r == run_id for _, r, _ in body) or not body else {}
+    for _, rid, _ in body:
+        if rid not in runs:
+            runs[rid] = old_runs.get(rid, {"command": "?", "took": "?", "facts": {}})
+    order = sorted(runs, key=lambda r: (r == run_id, r))  # oldest first, this run last
+    label = {rid: chr(ord("A") + i) for i, rid in enumerate(order)}
+    L = []
+    w = L.append
+    w("# Reliability campaign")
+    w("")
+    w("Generated by `bench/faults/run.sh`; do not edit by hand, rerun it. A run of some stages (`--stages`) "
+      "rewrites their sections only and keeps the others as the run that wrote them left them; the table "
+      "says which run wrote which section.")
+    w("")
+    w("| run | command | date | took | sections |")
+    w("|---|---|---|---|---|")
+    for rid in order:
+        r = runs[rid]
+        secs = ", ".join(SECTION_TITLES[k].split(".")[0] for k, x, _ in body if x == rid) or "-"
+        cmd = f"`` {r['command']} ``" if "`" in r["command"] else f"`{r['command']}`"
+        w(f"| {label[rid]} | {cmd} | {rid} | {r['took']} | {secs} |")
+    w("")
+    w("Every server a run used was its own: a private PostgreSQL cluster (initdb into a temp dir), a private "
+      "Redis with AOF on and, for section 6, a private HAProxy, all on spare loopback ports; the shared "
+      "PostgreSQL and Redis were not touched.")
+    w("")
+    w(f"<!-- runs: {json.dumps({rid: runs[rid] for rid in order})} -->")
+    w("")
+    w("## Machine")
+    w("")
+    keys = list(dict.fromkeys(k for rid in order for k in runs[rid].get("facts", {})))
+    w("| fact | " + " | ".join(f"run {label[rid]}" for rid in order) + " |")
+    w("|---|" + "---|" * len(order))
+    for k in keys:
+        w(f"| {k} | " + " | ".join(str(runs[rid].get("facts", {}).get(k, "-")) for rid in order) + " |")
+    w("")
+    w("The machine is shared (benchmarks may run beside this), so durations are indicative; the counts are not.")
+    w("")
+    for key, rid, text in body:
+        w(f"<!-- section {key} run {rid} -->")
+        w(text)
+        w(f"<!-- /section {key} -->")
+        w("")
     w("## Found and fixed")
     w("")
     w("| finding | fix | regression test |")
@@ -320,11 +539,15 @@ def write_report(ctx, facts, results, path, started):
     w("    cargo build --release -p order-api -p order-ingest")
     w("    bench/faults/run.sh                                   # short configuration, about 10 minutes")
     w("    bench/faults/run.sh --events 50000 --rate 1000        # the 50,000-event campaign, about 16 minutes")
+    w("    bench/faults/run.sh --stages rolling                  # one stage; the other sections are kept")
     w("    bench/faults/run.sh --render-from target/faults/results.json   # rewrite this file only")
     w("")
-    w("`bench/faults/run.sh --help` lists every flag (scenarios, stages, rates, durations).")
+    w("`bench/faults/run.sh --help` lists every flag (scenarios, stages, rates, durations). `--bin-dir target/debug` "
+      "runs debug binaries (slower: latencies and throughput are not comparable to release runs).")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    open(path, "w").write("\n".join(L) + "\n")
+    tmp = path + ".tmp"
+    open(tmp, "w").write("\n".join(L) + "\n")
+    os.replace(tmp, path)
     log(f"wrote {path}")
 
 
@@ -356,6 +579,9 @@ def main():
     for s in scenarios:
         if s not in SCENARIOS:
             sys.exit(f"unknown scenario {s}")
+    for s in stages:
+        if s not in STAGES:
+            sys.exit(f"unknown stage {s}")
     log(f"work dir {args.workdir}")
     results = {}
     try:
@@ -372,7 +598,7 @@ def main():
                 except Exception as e:  # noqa: BLE001
                     traceback.print_exc()
                     results["ingest"].append({"scenario": s, "title": SCENARIOS[s], "error": repr(e)})
-        need_api = any(s in stages for s in ("api", "security", "schemathesis"))
+        need_api = any(s in stages for s in ("api", "security", "schemathesis", "rolling"))
         if need_api:
             import api
             keys = api.Keys(args.workdir)
@@ -389,7 +615,11 @@ def main():
                     orders = api.seed_orders(ctx, "fault_api", logdir, args.api_orders)
             except Exception as e:  # noqa: BLE001
                 traceback.print_exc()
-                results["api"] = {"error": repr(e)}
+                if "api" in stages:
+                    results["api"] = {"error": repr(e)}
+                for s in ("security", "schemathesis", "rolling"):
+                    if s in stages:
+                        results[s] = {"error": f"seeding the API database failed: {e!r}"}
             if orders and "security" in stages:
                 try:
                     results["security"] = api.security(ctx, keys, orders, logdir)
@@ -402,6 +632,13 @@ def main():
                 except Exception as e:  # noqa: BLE001
                     traceback.print_exc()
                     results["schemathesis"] = {"error": repr(e)}
+            if orders and "rolling" in stages:
+                import rolling
+                try:
+                    results["rolling"] = rolling.run(ctx, keys, orders, logdir)
+                except Exception as e:  # noqa: BLE001
+                    traceback.print_exc()
+                    results["rolling"] = {"error": repr(e)}
         if "fuzz" in stages:
             import fuzzing
             results["fuzz"] = fuzzing.run(ctx)
@@ -412,6 +649,7 @@ def main():
         results["_command"] = args.command_line
         results["_minutes"] = round((time.time() - started) / 60, 1)
         results["_args"] = {k: getattr(args, k) for k in ("events", "rate", "poison_pct", "kills", "outage_s")}
+        results["_stages"] = stages
         json.dump(results, open(os.path.join(args.workdir, "results.json"), "w"), indent=2, default=str)
         keep = os.path.join(args.root, "target", "faults")
         os.makedirs(keep, exist_ok=True)
@@ -423,13 +661,15 @@ def main():
     sec = results.get("security", {})
     fz = [f for f in results.get("fuzz", []) if f.get("panics") or f.get("error")]
     st_errors = results.get("schemathesis", {}).get("server_errors", 0)
-    ok = not failed and api_ok and sec.get("tried", 0) == sec.get("passed", 0) and not fz and not st_errors
+    rolling_ok = results.get("rolling", {}).get("pass", "rolling" not in stages)
+    ok = (not failed and api_ok and sec.get("tried", 0) == sec.get("passed", 0) and not fz and not st_errors
+          and rolling_ok)
     if own_workdir and not args.keep and ok:
         shutil.rmtree(args.workdir, ignore_errors=True)
     else:
         log(f"logs kept in {args.workdir}")
     log("ALL PASS" if ok else f"FAILURES: scenarios {failed}, api ok {api_ok}, fuzz {[f['target'] for f in fz]}, "
-        f"schemathesis 500s {st_errors}")
+        f"schemathesis 500s {st_errors}, rolling ok {rolling_ok}")
     sys.exit(0 if ok else 1)
 
 

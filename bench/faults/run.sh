@@ -6,6 +6,10 @@
 #   bench/faults/run.sh --events 50000 --rate 1000           # the 50,000-event campaign (~16 min)
 #   bench/faults/run.sh --render-from target/faults/results.json   # rewrite the report only
 #   bench/faults/run.sh --stages ingest --scenarios kill,db-outage --events 2000
+#   bench/faults/run.sh --bin-dir target/debug --stages rolling   # one stage, debug binaries
+#
+# A run of some stages rewrites only their sections of docs/RELIABILITY.md; the other sections
+# are kept as the run that wrote them left them (the report's run table says which run wrote what).
 #
 # Stages (--stages, default all):
 #   ingest        5 scenarios (--scenarios kill,group,pg-restart,redis-restart,db-outage): events
@@ -19,6 +23,11 @@
 #                 in every string parameter.
 #   schemathesis  schemathesis (PyPI) against /openapi.json with a valid token.
 #   fuzz          cargo fuzz targets in fuzz/ (ingest_decode, rest_request), --fuzz-seconds each.
+#   rolling       two order-api processes behind HAProxy (Debian's package; installed with apt-get
+#                 when missing), constant keep-alive GET load through it; each process in turn is
+#                 SIGTERMed (--rolling-delay-ms shutdown delay), must exit 0 within 30 s, is started
+#                 again on its port and waited for until HAProxy sees it UP (--rolling-cycles times).
+#                 Pass: zero non-2xx and zero connection errors at the client, every exit 0.
 #
 # Everything runs on loopback against PRIVATE servers started here: a PostgreSQL cluster
 # (initdb into a temp dir, spare port) and a Redis with AOF on (spare port). The shared
@@ -26,8 +35,9 @@
 # error or Ctrl-C) the driver stops what it started, by process id, and removes the servers,
 # databases, stream keys and the temp dir (keep them with --keep).
 #
-# Needs: the release binaries (target/release/order-api, order-ingest, or --bin-dir DIR), wrk
-# (apt-get install wrk), openssl, psql, PostgreSQL 15 server binaries, redis-server, Python 3.11;
+# Needs: the release binaries (target/release/order-api, order-ingest, or --bin-dir DIR, e.g.
+# target/debug after `cargo build -p order-api -p order-ingest`), wrk (apt-get install wrk),
+# haproxy for the rolling stage (installed by it when missing, as root), openssl, psql, PostgreSQL 15 server binaries, redis-server, Python 3.11;
 # schemathesis and redis-py are installed into a venv under ${XDG_CACHE_HOME:-~/.cache}/order-faults;
 # cargo-fuzz (`cargo install cargo-fuzz`) for the fuzz stage (run with RUSTC_BOOTSTRAP=1 on stable).
 set -euo pipefail
@@ -38,6 +48,7 @@ BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/order-faults"
 VENV="$CACHE/venv"
 
+ORIG_ARGS="$*"  # the command line as given, --bin-dir included, for the report
 ARGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -50,8 +61,17 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+case "$BIN_DIR" in /*) ;; *) BIN_DIR="$PWD/$BIN_DIR" ;; esac
+build="cargo build --release -p order-api -p order-ingest"
+[[ "$(basename "$BIN_DIR")" != debug ]] || build="cargo build -p order-api -p order-ingest"
 for b in order-api order-ingest; do
-  [[ -x "$BIN_DIR/$b" ]] || { echo "missing $BIN_DIR/$b: cargo build --release -p order-api -p order-ingest" >&2; exit 2; }
+  [[ -x "$BIN_DIR/$b" ]] || { echo "missing $BIN_DIR/$b: $build" >&2; exit 2; }
+done
+# A binary older than its sources tests something else than the tree: say so (not fatal).
+for pair in order-api:order-api order-ingest:order-ingest order-api:order-store order-ingest:order-store; do
+  b="${pair%%:*}"; src="${pair##*:}"
+  newer=$(find "$ROOT/$src/src" "$ROOT/$src/Cargo.toml" -newer "$BIN_DIR/$b" -print -quit 2>/dev/null || true)
+  [[ -z "$newer" ]] || echo "warning: $BIN_DIR/$b is older than $newer: rebuild ($build)" >&2
 done
 for tool in psql openssl redis-server redis-cli python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 2; }
@@ -71,7 +91,7 @@ cleanup() { [[ -n "$DRIVER_PID" ]] && kill -TERM "$DRIVER_PID" 2>/dev/null && wa
 trap cleanup INT TERM HUP
 
 "$VENV/bin/python" "$HERE/driver.py" --root "$ROOT" --bin-dir "$BIN_DIR" --venv "$VENV" \
-  --command-line "bench/faults/run.sh ${ARGS[*]:-}" ${ARGS[@]+"${ARGS[@]}"} &
+  --command-line "bench/faults/run.sh${ORIG_ARGS:+ $ORIG_ARGS}" ${ARGS[@]+"${ARGS[@]}"} &
 DRIVER_PID=$!
 set +e
 wait "$DRIVER_PID"

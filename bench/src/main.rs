@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use bigdecimal::BigDecimal;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use md5::{Digest as _, Md5};
+use order_ingest::sample::SampleOrder;
 use order_store::schema::orders;
 use serde_json::json;
 use uuid::Uuid;
@@ -219,84 +220,21 @@ fn seeded_id(n: u64) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
-/// SplitMix64: varied, reproducible sample data.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
-
-fn money(cents: u64) -> String {
-    format!("{}.{:02}", cents / 100, cents % 100)
-}
-
-/// Order `n` of the seed: 1 to 4 line items, a discount on a third of them, a customer
-/// snapshot, delivery details on DELIVERY orders, `createdAt` within the last 30 days.
+/// Order `n` of the seed: `order-ingest publish-sample`'s order (1 to 4 line items, a discount
+/// on a third of them, a customer snapshot, delivery details on DELIVERY orders) with the id
+/// `md5(n)` and `createdAt` spread over the 30 days before `now`.
 fn seed_order(n: u64, stores: i32, now: DateTime<Utc>) -> anyhow::Result<order_store::NewOrder> {
-    const PRODUCTS: [(&str, &str, u64); 5] = [
-        ("SKU-100-BLU", "Trail Mug, blue", 1999),
-        ("SKU-BAG", "Paper bag", 10),
-        ("SKU-TENT-2P", "Two-person tent", 24_900),
-        ("SKU-SOCK", "Wool socks", 1_450),
-        ("SKU-LAMP", "Camp lamp", 3_995),
-    ];
-    const FULFILLMENT: [&str; 4] = ["DELIVERY", "PICKUP", "WILL_CALL", "IMMEDIATE"];
-    let mut rng = Rng(n);
     let id = seeded_id(n);
-    let store = 1 + (n % stores as u64) as i32;
-    let fulfillment = FULFILLMENT[rng.below(4) as usize];
-    let mut subtotal = 0;
-    let mut items = Vec::new();
-    for _ in 0..=rng.below(4) {
-        let (sku, name, price) = PRODUCTS[rng.below(PRODUCTS.len() as u64) as usize];
-        let quantity = 1 + rng.below(4);
-        subtotal += price * quantity;
-        items.push(format!(
-            r#"{{"productId":"prod-{sku}","sku":"{sku}","name":"{name}","quantity":{quantity},"unitPrice":{},"discountAmount":null,"lineTotal":{}}}"#,
-            money(price),
-            money(price * quantity)
-        ));
-    }
-    let discount = if rng.below(3) == 0 { subtotal / 10 } else { 0 };
-    let discounts = if discount > 0 {
-        format!(
-            r#"[{{"discountId":"disc-10","code":"SAVE10","description":"10% off","type":"PERCENTAGE","appliedAmount":{}}}]"#,
-            money(discount)
-        )
-    } else {
-        "[]".to_owned()
+    // The id's first bytes are as good as random, and the same on every run.
+    let age = (id.as_u128() >> 64) as u64 % (30 * 86_400);
+    let sample = SampleOrder {
+        seed: n,
+        id,
+        stores,
+        created_at: now - chrono::Duration::seconds(age as i64),
     };
-    let tax = (subtotal - discount) * 8 / 100;
-    let delivery = if fulfillment == "DELIVERY" { 799 } else { 0 };
-    let grand = subtotal - discount + tax + delivery;
-    let customer = rng.below(5000);
-    let age = chrono::Duration::seconds(rng.below(30 * 86_400) as i64);
-    let created = (now - age).to_rfc3339_opts(SecondsFormat::Micros, true);
-    let details = match fulfillment {
-        "DELIVERY" => format!(
-            r#"{{"type":"DELIVERY","scheduledDate":null,"deliveryAddress":{{"street1":"{} Harbor Rd","street2":null,"city":"Portland","state":"ME","postalCode":"04101","country":"US"}},"pickupLocation":null,"instructions":"Leave at the door"}}"#,
-            1 + rng.below(200)
-        ),
-        "PICKUP" => r#"{"type":"PICKUP","scheduledDate":null,"deliveryAddress":null,"pickupLocation":"Front desk","instructions":null}"#.to_owned(),
-        _ => "null".to_owned(),
-    };
-    let simple = id.simple();
-    let text = format!(
-        r#"{{"id":"{id}","storeNumber":{store},"orderNumber":"ORD-{store}-{simple}","customerId":"cust-{customer}","fulfillmentType":"{fulfillment}","fulfillmentDate":null,"reservationId":null,"subtotal":{subtotal},"discountTotal":{discount},"taxTotal":{tax},"fulfillmentCost":{delivery},"grandTotal":{grand},"paymentStatus":"COMPLETED","paymentMethod":"CARD","paymentReference":"pay_{simple}","status":"PAID","lineItems":[{items}],"appliedDiscounts":{discounts},"customerSnapshot":{{"customerId":"cust-{customer}","firstName":"Sam","lastName":"Sample","email":"cust-{customer}@example.com","phone":"+1-207-555-0100","loyaltyTier":"GOLD"}},"fulfillmentDetails":{details},"createdAt":"{created}","updatedAt":"{created}","createdBy":null,"sessionId":null}}"#,
-        subtotal = money(subtotal),
-        discount = money(discount),
-        tax = money(tax),
-        delivery = money(delivery),
-        grand = money(grand),
-        items = items.join(","),
-    );
-    serde_json::from_str(&text).with_context(|| format!("seed order {n} is not a valid order"))
+    serde_json::from_str(&sample.to_json())
+        .with_context(|| format!("seed order {n} is not a valid order"))
 }
 
 async fn seed(url: &str, count: u64, stores: i32, ids_out: &PathBuf) -> anyhow::Result<String> {

@@ -60,10 +60,13 @@ trap 'stop; exit 130' INT TERM
 trap 'stop' EXIT
 
 say "starting order-api on :$api_port and order-ingest (metrics on :$metrics_port)"
-"$bin/order-api" --listen "127.0.0.1:$api_port" --auth-disabled &
+# Each binary in its own session: the terminal's Ctrl-C reaches this script only, and the
+# script sends each binary exactly one SIGTERM (a second signal would cut their drain short).
+# Locally no load balancer needs the API's shutdown delay.
+ORDER_SHUTDOWN_DELAY_MS=0 setsid "$bin/order-api" --listen "127.0.0.1:$api_port" --auth-disabled &
 api_pid=$!
 pids+=("$api_pid")
-"$bin/order-ingest" --metrics-addr "127.0.0.1:$metrics_port" --consumer-name "local-$(hostname)" &
+setsid "$bin/order-ingest" --metrics-addr "127.0.0.1:$metrics_port" --consumer-name "local-$(hostname)" &
 ingest_pid=$!
 pids+=("$ingest_pid")
 
@@ -118,6 +121,10 @@ import json, sys
 reply = json.load(sys.stdin)
 assert not reply.get("errors") and reply["data"]["order"]["id"] == sys.argv[1], reply
 print("GraphQL ok:", reply["data"]["order"]["orderNumber"])' "$order_id"
+  for port in "$api_port" "$metrics_port"; do
+    curl -fsS "http://127.0.0.1:$port/actuator/health" | grep -q '"UP"'
+  done
+  echo "Actuator health ok"
   say "smoke: stopping"
   stop
   echo "both binaries exited cleanly"

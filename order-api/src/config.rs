@@ -7,13 +7,8 @@ use std::time::Duration;
 
 use order_store::DbArgs;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
+/// Shared with order-ingest, as is the log set-up it selects (`order_store::process`).
+pub use order_store::process::LogFormat;
 
 /// order-api: the REST and GraphQL API over orderdb.
 #[derive(Debug, Clone, clap::Parser)]
@@ -30,7 +25,8 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// URL of the JWKS the tokens are verified against (http), e.g.
+    /// URL of the JWKS the tokens are verified against: https (certificate verified against
+    /// the platform roots plus SSL_CERT_FILE) or http, e.g.
     /// `http://user-service:8080/.well-known/jwks.json`.
     #[arg(long, env = "ORDER_JWKS_URL")]
     pub jwks_url: Option<String>,
@@ -63,9 +59,18 @@ pub struct Config {
     #[arg(long, env = "ORDER_DB_QUERY_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub db_query_timeout_ms: u64,
+
+    /// After SIGTERM, how long the server keeps serving while readiness answers 503, so that
+    /// load balancers stop routing here before the listener closes (ms; 0 for local runs).
+    #[arg(long, env = "ORDER_SHUTDOWN_DELAY_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub shutdown_delay_ms: u64,
 }
 
 impl Config {
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_millis(self.shutdown_delay_ms)
+    }
+
     pub fn db_query_timeout(&self) -> Duration {
         Duration::from_millis(self.db_query_timeout_ms)
     }

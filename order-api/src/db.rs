@@ -1,10 +1,12 @@
-//! Database access for handlers: every checkout and query bounded in time, so that a silent
-//! database (FIELD-NOTES 2) turns into a 503 instead of a request that hangs.
+//! Database access for the service layer: every checkout and query bounded in time, so that a
+//! silent database (FIELD-NOTES 2) turns into a 503 instead of a request that hangs.
 
 use std::future::Future;
 use std::time::Duration;
 
-use order_store::{Pool, PooledConn, StoreError};
+use order_store::{AsyncPgConnection, Pool, StoreError};
+
+use crate::error::ApiError;
 
 #[derive(Clone)]
 pub struct Db {
@@ -21,13 +23,22 @@ impl Db {
         &self.pool
     }
 
-    /// A pooled connection; the pool's own connection timeout bounds the wait.
-    pub async fn conn(&self) -> Result<PooledConn, StoreError> {
-        self.timed(async { Ok(self.pool.get_owned().await?) }).await
+    /// `op` on one pooled connection; checkout and `op` together take at most the operation
+    /// timeout, past which the result is `Unavailable`.
+    pub async fn run<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError>,
+    ) -> Result<T, ApiError> {
+        self.timed(async {
+            let mut conn = self.pool.get_owned().await?;
+            op(&mut conn).await
+        })
+        .await
+        .map_err(ApiError::from)
     }
 
     /// `operation`, or `Unavailable` once the operation timeout has passed.
-    pub async fn timed<T>(
+    async fn timed<T>(
         &self,
         operation: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {

@@ -4,7 +4,7 @@
 //! warp's own: unknown route, wrong method) into a status and a pending [`ErrorBody`] carried in
 //! the response's extensions. The outermost layer ([`crate::filters::finish`]) knows the
 //! request path and trace id and writes the body, so every error has the same shape
-//! (CONTRACT 3): `{error, message, path, status, traceId, details}`.
+//! (docs/compatibility.md §3): `{error, message, path, status, traceId, details}`.
 
 use std::convert::Infallible;
 
@@ -81,7 +81,7 @@ impl ErrorBody {
         }
     }
 
-    /// The complete body of CONTRACT 3.
+    /// The complete body of docs/compatibility.md §3.
     pub fn to_json(&self, path: &str, trace_id: Option<&str>) -> serde_json::Value {
         json!({
             "error": self.error,
@@ -108,67 +108,91 @@ impl ErrorBody {
 }
 
 impl ApiError {
-    pub fn body(&self) -> ErrorBody {
+    /// What the client is told. Causes of 401, 503 and 500 are logged here, never returned.
+    pub fn public_message(&self) -> String {
         match self {
-            ApiError::Validation(errors) => ErrorBody {
-                details: json!({ "validationErrors": errors }),
-                ..ErrorBody::new(StatusCode::BAD_REQUEST, "Request validation failed")
-            },
-            ApiError::NotFound(message) => ErrorBody::new(StatusCode::NOT_FOUND, message.clone()),
-            ApiError::BadRequest(message) => {
-                ErrorBody::new(StatusCode::BAD_REQUEST, message.clone())
-            }
-            ApiError::Conflict(message) => ErrorBody::new(StatusCode::CONFLICT, message.clone()),
+            ApiError::Validation(_) => "Request validation failed".into(),
+            ApiError::NotFound(message)
+            | ApiError::BadRequest(message)
+            | ApiError::Conflict(message) => message.clone(),
             ApiError::Unauthenticated(reason) => {
                 tracing::info!(reason = %reason, "request rejected: authentication failed");
-                ErrorBody {
-                    error: "Authentication required",
-                    ..ErrorBody::new(StatusCode::UNAUTHORIZED, "A valid bearer token is required")
-                }
+                "A valid bearer token is required".into()
             }
-            ApiError::Forbidden(scope) => ErrorBody {
-                error: "Access denied",
-                details: json!({ "requiredScope": scope }),
-                ..ErrorBody::new(
-                    StatusCode::FORBIDDEN,
-                    format!("The token lacks the scope {scope}"),
-                )
-            },
-            ApiError::PayloadTooLarge(limit) => ErrorBody::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Request body must be at most {limit} bytes"),
-            ),
-            ApiError::UnsupportedMediaType => ErrorBody::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Content-Type must be application/json",
-            ),
+            ApiError::Forbidden(scope) => format!("The token lacks the scope {scope}"),
+            ApiError::PayloadTooLarge(limit) => {
+                format!("Request body must be at most {limit} bytes")
+            }
+            ApiError::UnsupportedMediaType => "Content-Type must be application/json".into(),
             ApiError::Unavailable(reason) => {
-                tracing::warn!(reason = %reason, "database unavailable");
-                ErrorBody::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The service is temporarily unavailable; retry later",
-                )
+                tracing::warn!(reason = %reason, "service unavailable");
+                "The service is temporarily unavailable; retry later".into()
             }
             ApiError::Internal(error) => {
                 tracing::error!(error = %error, "unexpected error");
-                internal()
+                INTERNAL_MESSAGE.into()
             }
         }
     }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The GraphQL `extensions.classification` of this error (docs/compatibility.md): the
+    /// existing service knows only these four, so a conflict is a bad request and an outage
+    /// an internal error.
+    pub fn classification(&self) -> &'static str {
+        match self.status() {
+            StatusCode::NOT_FOUND => "NOT_FOUND",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "FORBIDDEN",
+            status if status.is_client_error() => "BAD_REQUEST",
+            _ => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The REST body of this error (still missing path and trace id).
+    pub fn body(&self) -> ErrorBody {
+        let mut body = ErrorBody::new(self.status(), self.public_message());
+        match self {
+            ApiError::Validation(errors) => {
+                body.details = json!({ "validationErrors": errors });
+            }
+            ApiError::Unauthenticated(_) => body.error = "Authentication required",
+            ApiError::Forbidden(scope) => {
+                body.error = "Access denied";
+                body.details = json!({ "requiredScope": scope });
+            }
+            _ => {}
+        }
+        body
+    }
 }
+
+const INTERNAL_MESSAGE: &str = "An unexpected error occurred";
 
 /// The opaque 500: nothing about the cause leaves the process.
 pub fn internal() -> ErrorBody {
-    ErrorBody::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "An unexpected error occurred",
-    )
+    ErrorBody::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
 }
 
 /// The one mapping from rejections to error responses.
 pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
     let body = if let Some(error) = rejection.find::<ApiError>() {
         error.body()
+    } else if let Some(bad) = rejection.find::<async_graphql_warp::GraphQLBadRequest>() {
+        // Before 405: async-graphql-warp's filter also tries GET, which adds a 405 beside it.
+        ErrorBody::new(bad.status(), format!("Not a GraphQL request: {bad}"))
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ErrorBody::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -186,10 +210,11 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json",
         )
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ErrorBody::new(StatusCode::LENGTH_REQUIRED, "Content-Length is required")
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some()
         || rejection.find::<warp::reject::InvalidHeader>().is_some()
         || rejection.find::<warp::reject::MissingHeader>().is_some()
-        || rejection.find::<warp::reject::LengthRequired>().is_some()
     {
         ErrorBody::new(StatusCode::BAD_REQUEST, "Malformed request")
     } else {

@@ -1,158 +1,21 @@
-//! The routes, one function each (the route in its doc comment), and the layers every request
-//! passes through: request id, error bodies, metrics.
+//! The routes, one function each (the route in its doc comment), assembled behind the
+//! layers of [`crate::layers`].
 
 use std::convert::Infallible;
-use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderMap, HeaderValue, Method};
+use warp::http::{header, HeaderMap};
 use warp::hyper::body::Buf;
-use warp::hyper::Body;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::auth::{self, READ_SCOPE, WRITE_SCOPE};
-use crate::error::{self, ApiError, ErrorBody};
-use crate::metrics::Metrics;
+use crate::error::{self, ApiError};
+use crate::layers::{finish, request_info, trace_id, RequestInfo};
+pub use crate::layers::{route_label, ROUTES};
 use crate::{graphql, handlers, AppState};
-
-/// Every route the server answers, as `(method, path template)`: the metrics' route labels
-/// and the OpenAPI test both read it. More specific templates come first.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/orders"),
-    ("GET", "/orders/number/{orderNumber}"),
-    ("GET", "/orders/store/{storeNumber}"),
-    ("GET", "/orders/customer/{customerId}"),
-    ("GET", "/orders/{orderId}"),
-    ("PATCH", "/orders/{orderId}/status"),
-    ("PATCH", "/orders/{orderId}/fulfillment"),
-    ("POST", "/orders/{orderId}/cancel"),
-    ("POST", "/orders/{orderId}/notes"),
-    ("POST", "/graphql"),
-    ("GET", "/graphiql"),
-    ("GET", "/health/live"),
-    ("GET", "/health/ready"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.json"),
-];
-
-/// Whether `path` is an instance of `template` (`{name}` matches any one segment).
-fn template_matches(template: &str, path: &str) -> bool {
-    let mut parts = template.trim_matches('/').split('/');
-    let mut segments = path.trim_matches('/').split('/');
-    loop {
-        match (parts.next(), segments.next()) {
-            (None, None) => return true,
-            (Some(p), Some(s)) if p.starts_with('{') || p == s => {}
-            _ => return false,
-        }
-    }
-}
-
-/// The template of `path`, or `"unmatched"`: metrics labels must not grow with client input.
-pub fn route_label(path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .map(|(_, template)| *template)
-        .find(|template| template_matches(template, path))
-        .unwrap_or("unmatched")
-}
-
-/// The methods some route answers at `path`, for the `Allow` header of a 405 (RFC 9110
-/// 15.5.6: a 405 must list them).
-pub fn allowed_methods(path: &str) -> Vec<&'static str> {
-    let mut methods: Vec<&'static str> = ROUTES
-        .iter()
-        .filter(|(_, template)| template_matches(template, path))
-        .map(|(method, _)| *method)
-        .collect();
-    methods.sort_unstable();
-    methods.dedup();
-    methods
-}
-
-/// What the outermost layer needs to finish a response.
-#[derive(Debug, Clone)]
-pub struct RequestInfo {
-    pub path: String,
-    pub method: Method,
-    pub trace_id: Option<String>,
-    pub started: Instant,
-}
-
-/// The trace id of a W3C `traceparent` header, else a sane `X-Request-Id`.
-pub fn trace_id(headers: &HeaderMap) -> Option<String> {
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let parts: Vec<&str> = v.trim().split('-').collect();
-            let id = *parts.get(1)?;
-            let valid = parts.len() >= 4
-                && id.len() == 32
-                && id.bytes().all(|b| b.is_ascii_hexdigit())
-                && id.bytes().any(|b| b != b'0');
-            valid.then(|| id.to_ascii_lowercase())
-        });
-    traceparent.or_else(|| {
-        headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_owned)
-    })
-}
-
-fn request_info() -> impl Filter<Extract = (RequestInfo,), Error = Infallible> + Clone {
-    warp::path::full()
-        .and(warp::method())
-        .and(warp::header::headers_cloned())
-        .map(
-            |path: warp::path::FullPath, method: Method, headers: HeaderMap| RequestInfo {
-                path: path.as_str().to_owned(),
-                method,
-                trace_id: trace_id(&headers),
-                started: Instant::now(),
-            },
-        )
-}
-
-/// Writes a pending error body (with path and trace id), records metrics and logs.
-fn finish(metrics: &Metrics, info: &RequestInfo, mut response: Response) -> Response {
-    if let Some(body) = response.extensions_mut().remove::<ErrorBody>() {
-        let json = body.to_json(&info.path, info.trace_id.as_deref());
-        *response.body_mut() = Body::from(json.to_string());
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-    }
-    if response.status() == warp::http::StatusCode::METHOD_NOT_ALLOWED {
-        let allowed = allowed_methods(&info.path).join(", ");
-        if let Ok(value) = HeaderValue::from_str(&allowed) {
-            response.headers_mut().insert(header::ALLOW, value);
-        }
-    }
-    let status = response.status().as_u16();
-    let elapsed = info.started.elapsed();
-    metrics.observe(
-        route_label(&info.path),
-        info.method.as_str(),
-        status,
-        elapsed,
-    );
-    tracing::debug!(
-        method = %info.method,
-        path = %info.path,
-        status,
-        trace_id = info.trace_id.as_deref().unwrap_or(""),
-        micros = elapsed.as_micros() as u64,
-        "request"
-    );
-    response
-}
 
 /// The whole server: every route, errors answered as JSON, metrics, and a log span per
 /// request carrying its trace id.
@@ -186,6 +49,16 @@ pub fn routes(
         .unify()
         .or(metrics(state))
         .unify()
+        .or(actuator_health(state))
+        .unify()
+        .or(actuator_liveness())
+        .unify()
+        .or(actuator_readiness(state))
+        .unify()
+        .or(actuator_info())
+        .unify()
+        .or(actuator_prometheus(state))
+        .unify()
         .or(openapi())
         .unify()
         .boxed();
@@ -210,10 +83,10 @@ fn with_state(state: &AppState) -> impl Filter<Extract = (AppState,), Error = In
     warp::any().map(move || state.clone())
 }
 
-fn query(
-) -> impl Filter<Extract = (std::collections::HashMap<String, String>,), Error = Rejection> + Clone
-{
-    warp::query::<std::collections::HashMap<String, String>>()
+/// Typed query parameters; unknown ones are ignored.
+fn query<T: DeserializeOwned + Send + 'static>(
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::query::<T>()
 }
 
 fn read(state: &AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
@@ -224,37 +97,45 @@ fn write(state: &AppState) -> impl Filter<Extract = (), Error = Rejection> + Clo
     auth::require(state.auth.clone(), WRITE_SCOPE)
 }
 
-/// A JSON request body: `application/json` (415 otherwise), at most `limit` bytes (413),
-/// well-formed (400). Read as a stream so that a body without `Content-Length` is bounded too.
-pub fn json_body(
+/// A JSON request body of type `T`: `application/json` (415 otherwise), at most `limit` bytes
+/// (413), well-formed (400). Read as a stream so that a body without `Content-Length` is
+/// bounded too.
+pub fn json_body<T: DeserializeOwned + Send + 'static>(
     limit: u64,
-) -> impl Filter<Extract = (serde_json::Value,), Error = Rejection> + Clone {
-    warp::header::headers_cloned()
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    json_content_type()
+        .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .and_then(move |headers: HeaderMap, body| read_json(headers, body, limit))
 }
 
-async fn read_json<S, B>(
-    headers: HeaderMap,
-    body: S,
-    limit: u64,
-) -> Result<serde_json::Value, Rejection>
+/// 415 unless the body is declared JSON.
+fn json_content_type() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and_then(|content_type: Option<String>| async move {
+            let is_json = content_type
+                .as_deref()
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|mime| {
+                    let mime = mime.trim().to_ascii_lowercase();
+                    mime == "application/json"
+                        || (mime.starts_with("application/") && mime.ends_with("+json"))
+                });
+            if is_json {
+                Ok(())
+            } else {
+                Err(Rejection::from(ApiError::UnsupportedMediaType))
+            }
+        })
+        .untuple_one()
+}
+
+async fn read_json<T, S, B>(headers: HeaderMap, body: S, limit: u64) -> Result<T, Rejection>
 where
+    T: DeserializeOwned,
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
-        });
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType.into());
-    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -378,12 +259,16 @@ pub fn add_note(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// `POST /graphql`: any valid token; each field checks its own scope.
+/// `POST /graphql`: any valid token; each field checks its own scope. The body is read by
+/// async-graphql-warp, after the same content type check as REST bodies and a declared
+/// length within the body limit.
 pub fn graphql_post(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("graphql")
         .and(warp::post())
         .and(auth::authenticate(state.auth.clone()))
-        .and(json_body(state.max_body_bytes))
+        .and(json_content_type())
+        .and(warp::body::content_length_limit(state.max_body_bytes))
+        .and(async_graphql_warp::graphql(state.schema().clone()))
         .and(with_state(state))
         .and_then(graphql::handle)
         .boxed()
@@ -427,29 +312,53 @@ pub fn metrics(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// `GET /actuator/health`: Spring Boot Actuator's health, from the readiness check.
+pub fn actuator_health(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("actuator" / "health")
+        .and(warp::get())
+        .and(with_state(state))
+        .and_then(handlers::actuator_health)
+        .boxed()
+}
+
+/// `GET /actuator/health/liveness`
+pub fn actuator_liveness() -> BoxedFilter<(Response,)> {
+    warp::path!("actuator" / "health" / "liveness")
+        .and(warp::get())
+        .and_then(handlers::live)
+        .boxed()
+}
+
+/// `GET /actuator/health/readiness`
+pub fn actuator_readiness(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("actuator" / "health" / "readiness")
+        .and(warp::get())
+        .and(with_state(state))
+        .and_then(handlers::actuator_health)
+        .boxed()
+}
+
+/// `GET /actuator/info`
+pub fn actuator_info() -> BoxedFilter<(Response,)> {
+    warp::path!("actuator" / "info")
+        .and(warp::get())
+        .and_then(handlers::actuator_info)
+        .boxed()
+}
+
+/// `GET /actuator/prometheus`: the same exposition as `/metrics`.
+pub fn actuator_prometheus(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("actuator" / "prometheus")
+        .and(warp::get())
+        .and(with_state(state))
+        .and_then(handlers::metrics)
+        .boxed()
+}
+
 /// `GET /openapi.json`
 pub fn openapi() -> BoxedFilter<(Response,)> {
     warp::path!("openapi.json")
         .and(warp::get())
         .and_then(handlers::openapi)
         .boxed()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::route_label;
-
-    #[test]
-    fn route_labels_are_templates() {
-        assert_eq!(route_label("/orders"), "/orders");
-        assert_eq!(route_label("/orders/abc"), "/orders/{orderId}");
-        assert_eq!(
-            route_label("/orders/number/N-1"),
-            "/orders/number/{orderNumber}"
-        );
-        assert_eq!(route_label("/orders/abc/notes"), "/orders/{orderId}/notes");
-        assert_eq!(route_label("/orders/abc/other"), "unmatched");
-        assert_eq!(route_label("/health/live"), "/health/live");
-        assert_eq!(route_label("/"), "unmatched");
-    }
 }

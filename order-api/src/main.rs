@@ -1,49 +1,41 @@
 //! The `order-api` binary: configuration, logging, start-up checks and graceful shutdown.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use order_api::auth::Auth;
-use order_api::config::{Config, LogFormat};
+use order_api::config::Config;
 use order_api::{AppState, Limits};
-use tracing_subscriber::EnvFilter;
+use order_store::process;
 
-fn init_tracing(format: LogFormat) {
-    // warp's per-request "processing request" lines are left out by default: at load they
-    // cost more than the request. RUST_LOG=debug brings back one line per request.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,warp::filters::trace=error"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
+/// The default log filter. warp's per-request "processing request" lines are left out: at
+/// load they cost more than the request. RUST_LOG=debug brings back one line per request.
+const DEFAULT_LOG_FILTER: &str = "info,warp::filters::trace=error";
 
-/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+/// Exit status for a configuration that cannot be used (clap's convention for usage errors).
+const USAGE_ERROR: u8 = 2;
+
+/// In-flight requests get at most this long once the listener closes: with the default
+/// shutdown delay, well inside Kubernetes' 30 s grace period.
+const DRAIN_LIMIT: Duration = Duration::from_secs(20);
+
+/// Resolves when the listener should close: on SIGTERM (Kubernetes) or Ctrl-C, readiness
+/// turns 503 at once, then requests are served on for `delay` while load balancers take this
+/// instance out (a second signal cuts the delay short).
+async fn stop_accepting(state: AppState, delay: Duration) {
+    process::shutdown_signal().await;
+    state.begin_draining();
+    tracing::info!(
+        delay_ms = delay.as_millis() as u64,
+        "shutdown requested: readiness answers 503; serving on until load balancers stop routing here"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = process::shutdown_signal() => tracing::info!("second signal: closing now"),
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutdown requested; draining in-flight requests");
+    tracing::info!("closing the listener; finishing in-flight requests");
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -60,17 +52,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
             db_op_timeout: config.db_query_timeout(),
         },
     );
-    let (addr, server) =
-        order_api::serve(&state, config.listen, shutdown_signal()).map_err(|e| {
-            // warp repeats its cause at every level of the chain; the root says it all.
-            let mut root: &dyn std::error::Error = &e;
-            while let Some(next) = root.source() {
-                root = next;
-            }
-            anyhow::anyhow!("cannot listen on {}: {root}", config.listen)
-        })?;
+    let (closing_tx, closing) = tokio::sync::oneshot::channel::<()>();
+    let stop = stop_accepting(state.clone(), config.shutdown_delay());
+    let shutdown = async move {
+        stop.await;
+        let _ = closing_tx.send(());
+    };
+    let (addr, server) = order_api::serve(&state, config.listen, shutdown).map_err(|e| {
+        // warp repeats its cause at every level of the chain; the root says it all.
+        let mut root: &dyn std::error::Error = &e;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        anyhow::anyhow!("cannot listen on {}: {root}", config.listen)
+    })?;
     tracing::info!(%addr, "order-api listening");
-    server.await;
+    tokio::pin!(server);
+    tokio::select! {
+        () = &mut server => {}
+        _ = closing => {
+            if tokio::time::timeout(DRAIN_LIMIT, &mut server).await.is_err() {
+                tracing::warn!(
+                    limit_s = DRAIN_LIMIT.as_secs(),
+                    "in-flight requests did not finish in time; exiting"
+                );
+            }
+        }
+    }
     tracing::info!("order-api stopped");
     Ok(())
 }
@@ -78,7 +86,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    init_tracing(config.log_format);
+    if let Err(message) = process::init_logging(config.log_format, DEFAULT_LOG_FILTER) {
+        eprintln!("order-api: {message}");
+        return ExitCode::from(USAGE_ERROR);
+    }
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

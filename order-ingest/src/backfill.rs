@@ -7,15 +7,12 @@
 //! does not fit, an order number held by another id) are reported and make the exit status 1;
 //! they do not stop the copy.
 
-use std::time::Duration;
-
-use order_store::orders::{insert_if_absent, page_by_id, InsertOutcome};
-use order_store::{NewOrder, Order, Pool, StoreError};
+use order_store::orders::page_by_id;
+use order_store::{NewOrder, Pool, StoreError};
 use uuid::Uuid;
 
-use crate::retry::Backoff;
-
-const ATTEMPTS: u32 = 12;
+use crate::batch::{self, Outcome, Tally};
+use crate::retry::{self, Timeouts};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -49,70 +46,6 @@ pub struct BackfillError {
     pub progress: Progress,
 }
 
-/// A stored order as the input of an insert: same fields, nothing left to defaults.
-pub fn to_new_order(order: Order) -> NewOrder {
-    NewOrder {
-        id: order.id,
-        store_number: order.store_number,
-        order_number: order.order_number,
-        customer_id: order.customer_id,
-        fulfillment_type: order.fulfillment_type,
-        fulfillment_date: order.fulfillment_date,
-        reservation_id: order.reservation_id,
-        subtotal: order.subtotal,
-        discount_total: Some(order.discount_total),
-        tax_total: Some(order.tax_total),
-        fulfillment_cost: Some(order.fulfillment_cost),
-        grand_total: order.grand_total,
-        payment_status: Some(order.payment_status),
-        payment_method: order.payment_method,
-        payment_reference: order.payment_reference,
-        status: Some(order.status),
-        line_items: order.line_items,
-        applied_discounts: order.applied_discounts,
-        customer_snapshot: order.customer_snapshot,
-        fulfillment_details: order.fulfillment_details,
-        created_at: Some(order.created_at),
-        updated_at: Some(order.updated_at),
-        created_by: order.created_by,
-        session_id: order.session_id,
-    }
-}
-
-async fn with_retry<T, F, Fut>(
-    step: &str,
-    progress: &Progress,
-    mut work: F,
-) -> Result<T, BackfillError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut backoff = Backoff::standard();
-    loop {
-        let result = tokio::time::timeout(Duration::from_secs(120), work())
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("{step} timed out"))));
-        match result {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_transient() && backoff.attempts() + 1 < ATTEMPTS => {
-                let delay = backoff.next_delay();
-                tracing::warn!(step, error = %e, retry_in_ms = delay.as_millis() as u64, "backfill: transient failure; retrying");
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) => {
-                return Err(BackfillError {
-                    cause: e,
-                    resume: progress
-                        .last_id
-                        .map_or_else(|| "<none: start again>".to_owned(), |id| id.to_string()),
-                    progress: progress.clone(),
-                })
-            }
-        }
-    }
-}
-
 /// Copies every order of `source` with an id above `after` into `target`, calling `report`
 /// after each page.
 pub async fn backfill(
@@ -120,40 +53,65 @@ pub async fn backfill(
     target: &Pool,
     after: Option<Uuid>,
     batch_size: u32,
+    timeouts: Timeouts,
     mut report: impl FnMut(&Progress),
 ) -> Result<Progress, BackfillError> {
     let mut progress = Progress {
         last_id: after,
         ..Progress::default()
     };
+    let stopped = |cause: StoreError, progress: &Progress| BackfillError {
+        cause,
+        resume: progress
+            .last_id
+            .map_or_else(|| "<none: start again>".to_owned(), |id| id.to_string()),
+        progress: progress.clone(),
+    };
     loop {
         let cursor = progress.last_id;
-        let page = with_retry("read source", &progress, || async move {
-            let mut conn = source.get().await?;
-            page_by_id(&mut conn, cursor, i64::from(batch_size)).await
-        })
-        .await?;
+        let page = retry::bounded(
+            "backfill",
+            "read source",
+            StoreError::is_transient,
+            async || read_page(source, cursor, batch_size, timeouts).await,
+        )
+        .await
+        .map_err(|e| stopped(e, &progress))?;
         let Some(last) = page.last().map(|o| o.id) else {
             return Ok(progress);
         };
-        let orders: Vec<NewOrder> = page.into_iter().map(to_new_order).collect();
-        let outcomes = with_retry("insert", &progress, || async {
-            let mut conn = target.get().await?;
-            insert_if_absent(&mut conn, &orders).await
+        let orders: Vec<NewOrder> = page.into_iter().map(NewOrder::from).collect();
+        let outcomes = retry::bounded("backfill", "insert", StoreError::is_transient, async || {
+            batch::insert(target, &orders, timeouts.db()).await
         })
-        .await?;
+        .await
+        .map_err(|e| stopped(e, &progress))?;
+        let mut tally = Tally::default();
         for (order, outcome) in orders.iter().zip(outcomes) {
-            match outcome {
-                InsertOutcome::Inserted => progress.inserted += 1,
-                InsertOutcome::AlreadyPresent => progress.already_present += 1,
-                InsertOutcome::Rejected(r) => {
-                    progress.rejected += 1;
-                    tracing::warn!(orderId = %order.id, orderNumber = %order.order_number, errorClass = r.kind.as_str(), error = %r.message, "backfill: order rejected");
-                }
+            tally.count(&outcome);
+            if let Outcome::Rejected(class, message) = outcome {
+                tracing::warn!(orderId = %order.id, orderNumber = %order.order_number, errorClass = class.as_str(), error = %message, "backfill: order rejected");
             }
         }
+        progress.inserted += tally.inserted;
+        progress.already_present += tally.already_present;
+        progress.rejected += tally.rejected;
         progress.copied += orders.len() as u64;
         progress.last_id = Some(last);
         report(&progress);
     }
+}
+
+/// One page of the source, bounded by the database timeout.
+async fn read_page(
+    source: &Pool,
+    after: Option<Uuid>,
+    batch_size: u32,
+    timeouts: Timeouts,
+) -> Result<Vec<order_store::Order>, StoreError> {
+    let work = async {
+        let mut conn = source.get().await?;
+        page_by_id(&mut conn, after, i64::from(batch_size)).await
+    };
+    retry::within(timeouts.db(), "read source", work).await
 }

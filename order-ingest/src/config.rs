@@ -4,9 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+pub use order_store::process::LogFormat;
 use order_store::DbArgs;
 use uuid::Uuid;
+
+use crate::retry::Timeouts;
 
 /// Consumes checkout's OrderCompleted events from a Redis stream into orderdb.
 ///
@@ -114,6 +117,9 @@ pub struct BackfillArgs {
 
     #[command(flatten)]
     pub db: DbArgs,
+
+    #[command(flatten)]
+    pub timeouts: Timeouts,
 }
 
 /// The consumer's Redis side.
@@ -163,6 +169,14 @@ pub struct StreamArgs {
     /// An entry delivered more times than this goes to the dead-letter stream.
     #[arg(long, env = "ORDER_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_deliveries: u64,
+
+    /// Where a consumer group that does not exist yet starts: `0` (the whole stream), `$`
+    /// (only entries added from now on) or a stream id. An existing group is never moved.
+    #[arg(long, env = "ORDER_GROUP_START", default_value = "0", value_parser = parse_group_start)]
+    pub group_start: String,
+
+    #[command(flatten)]
+    pub timeouts: Timeouts,
 }
 
 impl StreamArgs {
@@ -178,6 +192,8 @@ impl StreamArgs {
             block_ms: 2000,
             claim_idle_ms: 30_000,
             max_deliveries: 5,
+            group_start: "0".to_owned(),
+            timeouts: Timeouts::default(),
         }
     }
 
@@ -210,10 +226,27 @@ impl StreamArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
+/// `--group-start`: `0`, `$`, or a stream id (`<ms>` or `<ms>-<seq>`).
+pub fn parse_group_start(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text == "0" || text == "$" || is_stream_id(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a group start: use 0 (the whole stream), $ (new entries only) or a stream id (<ms>-<seq>)"
+        ))
+    }
+}
+
+/// `<ms>` or `<ms>-<seq>`, both unsigned 64-bit numbers.
+fn is_stream_id(text: &str) -> bool {
+    let mut parts = text.splitn(2, '-');
+    let ms = parts.next().unwrap_or_default();
+    let seq = parts.next();
+    !ms.is_empty()
+        && ms.bytes().all(|b| b.is_ascii_digit())
+        && ms.parse::<u64>().is_ok()
+        && seq.is_none_or(|s| !s.is_empty() && s.parse::<u64>().is_ok())
 }
 
 /// A bound of an XRANGE, already in the form Redis takes (`-`, `1734100000000-0`, `1734100000000`).
@@ -230,16 +263,7 @@ pub fn parse_stream_bound(text: &str) -> Result<StreamBound, String> {
     if text == "+" {
         return Ok(StreamBound("+".to_owned()));
     }
-    let is_id = {
-        let mut parts = text.splitn(2, '-');
-        let ms = parts.next().unwrap_or_default();
-        let seq = parts.next();
-        !ms.is_empty()
-            && ms.bytes().all(|b| b.is_ascii_digit())
-            && ms.parse::<u64>().is_ok()
-            && seq.map_or(true, |s| !s.is_empty() && s.parse::<u64>().is_ok())
-    };
-    if is_id {
+    if is_stream_id(text) {
         return Ok(StreamBound(text.to_owned()));
     }
     let time = order_store::models::instant::parse(text).map_err(|_| {
@@ -272,6 +296,19 @@ mod tests {
         assert_eq!(parse_stream_bound("1970-01-01T00:01Z").unwrap().0, "60000");
         assert!(parse_stream_bound("yesterday").is_err());
         assert!(parse_stream_bound("12-").is_err());
+    }
+
+    #[test]
+    fn group_starts() {
+        assert_eq!(parse_group_start("0").unwrap(), "0");
+        assert_eq!(parse_group_start("$").unwrap(), "$");
+        assert_eq!(
+            parse_group_start("1734100000000-5").unwrap(),
+            "1734100000000-5"
+        );
+        assert!(parse_group_start("latest").is_err());
+        assert!(parse_group_start("-").is_err());
+        assert!(parse_group_start("5-").is_err());
     }
 
     #[test]

@@ -18,30 +18,19 @@
 //!   `XAUTOCLAIM` (CONTRACT defect 1); an entry delivered more than `--max-deliveries` times
 //!   is dead-lettered with its delivery count.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use order_store::orders::{insert_if_absent, InsertOutcome, Rejection};
-use order_store::{NewOrder, Pool, StoreError};
-use redis::streams::{StreamAutoClaimReply, StreamPendingCountReply, StreamReadReply};
+use order_store::{NewOrder, Pool};
 use tokio::sync::watch;
 
+use crate::batch::{self, Batch, Outcome};
 use crate::config::StreamArgs;
 use crate::dlq::DeadLetter;
-use crate::event::{decode, Decoded, ErrorClass};
+use crate::group::Group;
 use crate::metrics::Metrics;
-use crate::retry::Backoff;
-use crate::stream::{entries_of, unblock, Entry, RedisConn, RedisFailure};
-
-/// Longest a batch insert may take before it is treated as a lost connection.
-const INSERT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Deadline of non-blocking Redis commands (XACK, XADD, XAUTOCLAIM, XPENDING).
-const COMMAND_DEADLINE: Duration = Duration::from_secs(5);
-/// After SIGTERM, how long the batch in flight may keep retrying before it is left pending
-/// for another consumer: well inside Kubernetes' default 30 s grace period.
-const DRAIN_LIMIT: Duration = Duration::from_secs(20);
+use crate::retry::{Backoff, DRAIN_LIMIT};
+use crate::stream::{Entry, RedisFailure};
 
 /// How [`Consumer::run`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,19 +45,17 @@ pub enum Exit {
 /// The drain deadline passed during shutdown.
 struct Abandon;
 
-/// A batch read from the stream, and where from (for logs).
-struct Batch {
+/// Entries read from the stream, and where from (for logs).
+struct Read {
     entries: Vec<Entry>,
     source: &'static str,
 }
 
 pub struct Consumer {
     args: StreamArgs,
-    name: String,
+    group: Group,
     dlq_key: String,
     pool: Pool,
-    reader: RedisConn,
-    writer: RedisConn,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
     stop_seen: Option<Instant>,
@@ -86,14 +73,9 @@ impl Consumer {
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(args.redis_url.as_str())?;
-        // The read deadline is BLOCK plus a margin (FIELD-NOTES 1 and 3).
-        let read_deadline = args.block() + Duration::from_secs(2);
         Ok(Self {
-            name: args.resolved_consumer_name(),
+            group: Group::new(&args, args.resolved_consumer_name())?,
             dlq_key: args.dlq_key(),
-            reader: RedisConn::new(client.clone(), read_deadline),
-            writer: RedisConn::new(client, COMMAND_DEADLINE),
             args,
             pool,
             metrics,
@@ -106,7 +88,7 @@ impl Consumer {
     }
 
     pub fn consumer_name(&self) -> &str {
-        &self.name
+        self.group.consumer()
     }
 
     fn stopping(&mut self) -> bool {
@@ -146,10 +128,11 @@ impl Consumer {
         tracing::info!(
             stream = %self.args.stream_key,
             group = %self.args.consumer_group,
-            consumer = %self.name,
+            consumer = %self.group.consumer(),
             "consumer starting"
         );
-        if self.ensure_group("$").await.is_err() {
+        let start = self.args.group_start.clone();
+        if self.ensure_group(&start).await.is_err() {
             return Exit::Clean;
         }
         let mut backoff = Backoff::standard();
@@ -158,35 +141,34 @@ impl Consumer {
             if self.stopping() {
                 break;
             }
-            let batch = {
-                let reader_id = self.reader.client_id();
-                let client = self.reader.client().clone();
-                let read_deadline = self.reader.deadline();
-                let read = self.next_batch();
+            let read = {
+                let waker = self.group.waker();
+                let read_deadline = self.group.read_deadline();
+                let read = self.next_read();
                 tokio::pin!(read);
                 tokio::select! {
-                    batch = &mut read => batch,
+                    read = &mut read => read,
                     _ = shutdown.changed() => {
                         // Wake the parked read rather than drop it: entries the server hands it
                         // before it wakes are then processed and acknowledged here, instead of
                         // staying pending on a consumer that is about to exit.
-                        unblock(&client, reader_id.load(Ordering::SeqCst)).await;
+                        waker.wake().await;
                         match tokio::time::timeout(read_deadline, &mut read).await {
-                            Ok(batch) => batch,
+                            Ok(read) => read,
                             Err(_) => continue,
                         }
                     }
                 }
             };
-            match batch {
-                Ok(batch) => {
+            match read {
+                Ok(read) => {
                     backoff.reset();
                     self.metrics.set_degraded(false);
-                    if batch.entries.is_empty() {
+                    if read.entries.is_empty() {
                         continue;
                     }
-                    let count = batch.entries.len();
-                    if self.handle(batch).await.is_err() {
+                    let count = read.entries.len();
+                    if self.handle(read).await.is_err() {
                         return Exit::Abandoned { entries: count };
                     }
                 }
@@ -225,11 +207,15 @@ impl Consumer {
     async fn drain_own_pending(&mut self) -> Exit {
         let mut backoff = Backoff::standard();
         loop {
-            match self.read_own_pending().await {
-                Ok(batch) if batch.entries.is_empty() => break,
-                Ok(batch) => {
-                    let count = batch.entries.len();
-                    if self.handle(batch).await.is_err() {
+            match self.group.read_own_pending().await {
+                Ok(entries) if entries.is_empty() => break,
+                Ok(entries) => {
+                    let count = entries.len();
+                    let read = Read {
+                        entries,
+                        source: "pending",
+                    };
+                    if self.handle(read).await.is_err() {
                         return Exit::Abandoned { entries: count };
                     }
                 }
@@ -247,31 +233,21 @@ impl Consumer {
             }
         }
         self.metrics.set_degraded(false);
-        tracing::info!(consumer = %self.name, "consumer stopped; nothing left pending");
+        tracing::info!(consumer = %self.group.consumer(), "consumer stopped; nothing left pending");
         Exit::Clean
     }
 
-    /// `XGROUP CREATE <stream> <group> <start> MKSTREAM`; an existing group is fine.
+    /// Creates the group at `start` unless it exists (an existing group is never moved).
     async fn ensure_group(&mut self, start: &str) -> Result<(), Abandon> {
         let mut backoff = Backoff::standard();
         loop {
-            let created: Result<(), RedisFailure> = self
-                .writer
-                .query(
-                    redis::cmd("XGROUP")
-                        .arg("CREATE")
-                        .arg(&self.args.stream_key)
-                        .arg(&self.args.consumer_group)
-                        .arg(start)
-                        .arg("MKSTREAM"),
-                )
-                .await;
-            match created {
-                Ok(()) => {
-                    tracing::info!(group = %self.args.consumer_group, start, "created consumer group");
+            match self.group.create(start).await {
+                Ok(created) => {
+                    if created {
+                        tracing::info!(group = %self.args.consumer_group, start, "created consumer group");
+                    }
                     return Ok(());
                 }
-                Err(RedisFailure::Redis(e)) if e.code() == Some("BUSYGROUP") => return Ok(()),
                 Err(e) => {
                     if self.stopping() {
                         return Err(Abandon);
@@ -304,7 +280,7 @@ impl Consumer {
             "transient failure; retrying"
         );
         if !held.is_empty() {
-            self.refresh_idle(held).await;
+            self.group.refresh_idle(held).await;
         }
         if self.drain_expired() {
             return Err(Abandon);
@@ -325,268 +301,96 @@ impl Consumer {
         Ok(())
     }
 
-    /// Resets the idle time of entries this consumer is still working on, so that nobody
-    /// claims them; `JUSTID` keeps their delivery counts as they are.
-    async fn refresh_idle(&mut self, ids: &[String]) {
-        let mut cmd = redis::cmd("XCLAIM");
-        cmd.arg(&self.args.stream_key)
-            .arg(&self.args.consumer_group)
-            .arg(&self.name)
-            .arg(0)
-            .arg(ids)
-            .arg("JUSTID");
-        if let Err(e) = self.writer.query::<redis::Value>(&cmd).await {
-            tracing::debug!(error = %e, "could not refresh idle time of held entries");
-        }
-    }
-
-    async fn next_batch(&mut self) -> Result<Batch, RedisFailure> {
+    /// Own pending entries first, then idle entries of other consumers, then new entries.
+    async fn next_read(&mut self) -> Result<Read, RedisFailure> {
         if !self.pending_done {
-            let batch = self.read_own_pending().await?;
-            if !batch.entries.is_empty() {
-                return Ok(batch);
+            let entries = self.group.read_own_pending().await?;
+            if !entries.is_empty() {
+                return Ok(Read {
+                    entries,
+                    source: "pending",
+                });
             }
             self.pending_done = true;
         }
         if Instant::now() >= self.next_claim {
-            let batch = self.claim().await?;
-            if !batch.entries.is_empty() {
-                return Ok(batch);
+            let entries = self.claim().await?;
+            if !entries.is_empty() {
+                return Ok(Read {
+                    entries,
+                    source: "claimed",
+                });
             }
         }
-        self.read_new().await
-    }
-
-    fn read_cmd(&self, id: &str, block: bool) -> redis::Cmd {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.args.consumer_group)
-            .arg(&self.name)
-            .arg("COUNT")
-            .arg(self.args.batch_size);
-        if block {
-            cmd.arg("BLOCK").arg(self.args.block_ms);
-        }
-        cmd.arg("STREAMS").arg(&self.args.stream_key).arg(id);
-        cmd
-    }
-
-    async fn read_new(&mut self) -> Result<Batch, RedisFailure> {
-        let cmd = self.read_cmd(">", true);
-        let reply: Option<StreamReadReply> = self.reader.query(&cmd).await?;
-        let entries = entries_of(reply)
-            .iter()
-            .map(|id| Entry::from_stream_id(id, 1))
-            .collect();
-        Ok(Batch {
-            entries,
+        Ok(Read {
+            entries: self.group.read_new().await?,
             source: "new",
         })
     }
 
-    /// This consumer's own pending entries (id `0`): those of a previous run under the same
-    /// name, or of a read whose answer was lost.
-    async fn read_own_pending(&mut self) -> Result<Batch, RedisFailure> {
-        let cmd = self.read_cmd("0", false);
-        let reply: Option<StreamReadReply> = self.writer.query(&cmd).await?;
-        let ids = entries_of(reply);
-        let entries = self.with_delivery_counts(&ids).await?;
-        // A pending entry whose stream entry was deleted comes back with no fields: it can
-        // only be acknowledged, and `handle` does that (no payload → skipped).
-        Ok(Batch {
-            entries,
-            source: "pending",
-        })
-    }
-
     /// One `XAUTOCLAIM` step over the group's pending list, resuming where the last one ended.
-    async fn claim(&mut self) -> Result<Batch, RedisFailure> {
-        let mut cmd = redis::cmd("XAUTOCLAIM");
-        cmd.arg(&self.args.stream_key)
-            .arg(&self.args.consumer_group)
-            .arg(&self.name)
-            .arg(self.args.claim_idle_ms)
-            .arg(&self.claim_cursor)
-            .arg("COUNT")
-            .arg(self.args.batch_size);
-        let reply: StreamAutoClaimReply = self.writer.query(&cmd).await?;
-        if reply.next_stream_id == "0-0" {
+    async fn claim(&mut self) -> Result<Vec<Entry>, RedisFailure> {
+        // Claimed entries are ours at once: if anything fails before they are returned, they
+        // are read again as own pending.
+        self.pending_done = false;
+        let claimed = self
+            .group
+            .claim(self.args.claim_idle_ms, &self.claim_cursor)
+            .await?;
+        self.pending_done = true;
+        if claimed.next_cursor == "0-0" {
             "0-0".clone_into(&mut self.claim_cursor);
             self.next_claim = Instant::now() + self.claim_interval();
         } else {
-            self.claim_cursor = reply.next_stream_id;
+            self.claim_cursor = claimed.next_cursor;
         }
-        if !reply.deleted_ids.is_empty() {
+        if claimed.deleted > 0 {
             tracing::info!(
-                count = reply.deleted_ids.len(),
+                count = claimed.deleted,
                 "dropped pending entries that were deleted from the stream"
             );
         }
-        if reply.claimed.is_empty() {
-            return Ok(Batch {
-                entries: Vec::new(),
-                source: "claimed",
-            });
-        }
-        // They are ours now: if anything below fails, they are read again as own pending.
-        self.pending_done = false;
-        let entries = self.with_delivery_counts(&reply.claimed).await?;
-        self.metrics.add_claimed(entries.len());
-        tracing::info!(
-            count = entries.len(),
-            "claimed idle entries of another consumer"
-        );
-        self.pending_done = true;
-        Ok(Batch {
-            entries,
-            source: "claimed",
-        })
-    }
-
-    /// Entries with their delivery counts, from `XPENDING` over their id range.
-    async fn with_delivery_counts(
-        &mut self,
-        ids: &[redis::streams::StreamId],
-    ) -> Result<Vec<Entry>, RedisFailure> {
-        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
-            return Ok(Vec::new());
-        };
-        let mut cmd = redis::cmd("XPENDING");
-        cmd.arg(&self.args.stream_key)
-            .arg(&self.args.consumer_group)
-            .arg(&first.id)
-            .arg(&last.id)
-            .arg(ids.len())
-            .arg(&self.name);
-        let reply: StreamPendingCountReply = self.writer.query(&cmd).await?;
-        let counts: HashMap<String, u64> = reply
-            .ids
-            .into_iter()
-            .map(|p| (p.id, p.times_delivered as u64))
-            .collect();
-        Ok(ids
-            .iter()
-            .map(|id| Entry::from_stream_id(id, counts.get(&id.id).copied().unwrap_or(1)))
-            .collect())
-    }
-
-    /// Finishes one batch: decode, one insert, dead letters, one acknowledgement.
-    async fn handle(&mut self, batch: Batch) -> Result<(), Abandon> {
-        let started = Instant::now();
-        let Batch { entries, source } = batch;
-        self.metrics.add_read(entries.len());
-        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-        let mut dead = Vec::new();
-        let mut orders: Vec<NewOrder> = Vec::new();
-        let mut order_meta: Vec<(usize, String, Option<String>)> = Vec::new();
-        let mut skipped = 0;
-        for (i, entry) in entries.iter().enumerate() {
-            match decode(entry.payload.as_deref(), &self.args.event_type) {
-                Ok(Decoded::Skip(skip)) => {
-                    skipped += 1;
-                    tracing::info!(
-                        streamId = %entry.id,
-                        eventId = entry.event_id.as_deref().unwrap_or_default(),
-                        reason = skip.reason(),
-                        "skipped entry"
-                    );
-                }
-                Err(error) => dead.push(DeadLetter::new(entry, None, error.class, error.message)),
-                Ok(Decoded::Order(event)) => {
-                    if entry.deliveries > self.args.max_deliveries {
-                        dead.push(
-                            DeadLetter::new(
-                                entry,
-                                Some(&event.event_id),
-                                ErrorClass::MaxDeliveriesExceeded,
-                                format!(
-                                    "delivered {} times, more than --max-deliveries {}",
-                                    entry.deliveries, self.args.max_deliveries
-                                ),
-                            )
-                            .with_order(&event.order, event.checkout_session_id.as_deref()),
-                        );
-                        continue;
-                    }
-                    order_meta.push((i, event.event_id, event.checkout_session_id));
-                    orders.push(event.order);
-                }
-            }
-        }
-
-        let decoded_at = Instant::now();
-        let outcomes = self.insert(&orders, &ids).await?;
-        let insert_time = decoded_at.elapsed();
-        let (mut inserted, mut duplicates) = (0, 0);
-        for ((order, (i, event_id, session)), outcome) in
-            orders.iter().zip(&order_meta).zip(outcomes)
-        {
-            let entry = &entries[*i];
-            let session = session.as_deref().unwrap_or_default();
-            match outcome {
-                Stored::Inserted => {
-                    inserted += 1;
-                    tracing::info!(
-                        orderId = %order.id,
-                        orderNumber = %order.order_number,
-                        eventId = %event_id,
-                        checkoutSessionId = session,
-                        streamId = %entry.id,
-                        "inserted order"
-                    );
-                }
-                Stored::Duplicate => {
-                    duplicates += 1;
-                    tracing::info!(
-                        orderId = %order.id,
-                        orderNumber = %order.order_number,
-                        eventId = %event_id,
-                        checkoutSessionId = session,
-                        streamId = %entry.id,
-                        "duplicate order: already stored"
-                    );
-                }
-                Stored::Rejected(class, message) => {
-                    dead.push(
-                        DeadLetter::new(entry, Some(event_id), class, message)
-                            .with_order(order, Some(session).filter(|s| !s.is_empty())),
-                    );
-                }
-            }
-        }
-
-        self.dead_letter(&dead, &ids).await?;
-        for letter in &dead {
-            self.metrics.add_dead_letter(letter.class);
-            let order = letter.order.as_ref();
-            tracing::warn!(
-                orderId = order.map(|o| o.order_id.to_string()).unwrap_or_default(),
-                orderNumber = order.map(|o| o.order_number.as_str()).unwrap_or_default(),
-                checkoutSessionId = order
-                    .and_then(|o| o.checkout_session_id.as_deref())
-                    .unwrap_or_default(),
-                streamId = %letter.stream_id,
-                eventId = %letter.event_id,
-                errorClass = letter.class.as_str(),
-                error = %letter.error,
-                deliveries = letter.deliveries,
-                "dead-lettered entry"
+        if !claimed.entries.is_empty() {
+            self.metrics.add_claimed(claimed.entries.len());
+            tracing::info!(
+                count = claimed.entries.len(),
+                "claimed idle entries of another consumer"
             );
         }
+        Ok(claimed.entries)
+    }
+
+    /// Finishes one read: decode, one insert, dead letters, one acknowledgement.
+    async fn handle(&mut self, read: Read) -> Result<(), Abandon> {
+        let started = Instant::now();
+        let Read { entries, source } = read;
+        self.metrics.add_read(entries.len());
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let batch = Batch::decode(&entries, &self.args.event_type, self.args.max_deliveries);
+        let inserting = Instant::now();
+        let outcomes = self.insert(&batch.orders, &ids).await?;
+        let insert_time = inserting.elapsed();
+        let done = batch.finish(outcomes);
+
+        self.dead_letter(&done.failed, &ids).await?;
+        for letter in &done.failed {
+            self.metrics.add_dead_letter(letter.class);
+            letter.log("dead-lettered entry");
+        }
         self.ack(&ids).await?;
-        self.metrics.add_inserted(inserted);
-        self.metrics.add_duplicates(duplicates);
-        self.metrics.add_skipped(skipped);
+        self.metrics.add_inserted(done.tally.inserted);
+        self.metrics.add_already_present(done.tally.already_present);
+        self.metrics.add_skipped(done.skipped);
         self.metrics.set_degraded(false);
         self.metrics.observe_batch(started.elapsed());
         tracing::debug!(
             source,
             entries = ids.len(),
-            inserted,
-            duplicates,
-            skipped,
-            dead_lettered = dead.len(),
-            decode_ms = (decoded_at - started).as_millis() as u64,
+            inserted = done.tally.inserted,
+            already_present = done.tally.already_present,
+            skipped = done.skipped,
+            dead_lettered = done.failed.len(),
+            decode_ms = done.decode_time.as_millis() as u64,
             insert_ms = insert_time.as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "batch done"
@@ -594,44 +398,28 @@ impl Consumer {
         Ok(())
     }
 
-    /// One `insert_if_absent` for the batch, retried while the failure is transient.
-    ///
-    /// A non-transient error that the store did not classify (no per-order rejection) is
-    /// narrowed down by inserting the orders one at a time: orders that fail alone while
-    /// others of the batch succeed are rejected (`store_rejected`). When every order fails the
-    /// same way the cause is the database, not the data (a permission, a missing table), so it
-    /// is retried like an outage instead of dead-lettering good orders.
+    /// The batch insert, retried while it fails (see [`batch::insert`]).
     async fn insert(
         &mut self,
         orders: &[NewOrder],
         held: &[String],
-    ) -> Result<Vec<Stored>, Abandon> {
-        if orders.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<Vec<Outcome>, Abandon> {
         let mut backoff = Backoff::standard();
         loop {
             let drain = self.drain_timer();
             let attempt = tokio::select! {
-                result = insert_batch(&self.pool, orders) => result,
+                result = batch::insert(&self.pool, orders, self.args.timeouts.db()) => result,
                 // A hanging insert must not hold the process past its grace period; cut
                 // off, it commits or not, and the redelivered entries find out which.
                 () = drain => return Err(Abandon),
             };
-            let error = match attempt {
-                Ok(outcomes) => return Ok(outcomes.into_iter().map(Stored::from).collect()),
-                Err(e) if e.is_transient() => e,
+            match attempt {
+                Ok(outcomes) => return Ok(outcomes),
                 Err(e) => {
-                    tracing::error!(error = %e, "batch insert failed; inserting one by one");
-                    match insert_one_by_one(&self.pool, orders).await {
-                        Ok(Some(outcomes)) => return Ok(outcomes),
-                        Ok(None) => e,
-                        Err(transient) => transient,
-                    }
+                    self.pause(&mut backoff, "insert", &e.to_string(), held)
+                        .await?;
                 }
-            };
-            self.pause(&mut backoff, "insert", &error.to_string(), held)
-                .await?;
+            }
         }
     }
 
@@ -644,91 +432,18 @@ impl Consumer {
             letter.add_to(&mut pipe, &self.dlq_key);
         }
         let mut backoff = Backoff::standard();
-        loop {
-            match self.writer.pipe::<redis::Value>(&pipe).await {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    self.pause(&mut backoff, "dead-letter", &e.to_string(), held)
-                        .await?;
-                }
-            }
+        while let Err(e) = self.group.writer().pipe::<redis::Value>(&pipe).await {
+            self.pause(&mut backoff, "dead-letter", &e.to_string(), held)
+                .await?;
         }
+        Ok(())
     }
 
     async fn ack(&mut self, ids: &[String]) -> Result<(), Abandon> {
-        let mut cmd = redis::cmd("XACK");
-        cmd.arg(&self.args.stream_key)
-            .arg(&self.args.consumer_group)
-            .arg(ids);
         let mut backoff = Backoff::standard();
-        loop {
-            match self.writer.query::<u64>(&cmd).await {
-                Ok(_) => return Ok(()),
-                // The group is gone, and with it the pending entries: nothing left to ack.
-                Err(e) if e.is_no_group() => return Ok(()),
-                Err(e) => self.pause(&mut backoff, "ack", &e.to_string(), ids).await?,
-            }
+        while let Err(e) = self.group.ack(ids).await {
+            self.pause(&mut backoff, "ack", &e.to_string(), ids).await?;
         }
+        Ok(())
     }
-}
-
-/// What became of one order of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Stored {
-    Inserted,
-    Duplicate,
-    Rejected(ErrorClass, String),
-}
-
-impl From<InsertOutcome> for Stored {
-    fn from(outcome: InsertOutcome) -> Self {
-        match outcome {
-            InsertOutcome::Inserted => Stored::Inserted,
-            InsertOutcome::AlreadyPresent => Stored::Duplicate,
-            InsertOutcome::Rejected(Rejection { kind, message }) => {
-                Stored::Rejected(kind.into(), message)
-            }
-        }
-    }
-}
-
-async fn insert_batch(pool: &Pool, orders: &[NewOrder]) -> Result<Vec<InsertOutcome>, StoreError> {
-    let work = async {
-        let mut conn = pool.get().await?;
-        insert_if_absent(&mut conn, orders).await
-    };
-    tokio::time::timeout(INSERT_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(format!(
-                "insert did not finish within {INSERT_TIMEOUT:?}"
-            )))
-        })
-}
-
-/// `Ok(None)`: every order failed, so the batch as a whole is to be retried.
-/// `Err`: a transient failure on the way.
-async fn insert_one_by_one(
-    pool: &Pool,
-    orders: &[NewOrder],
-) -> Result<Option<Vec<Stored>>, StoreError> {
-    let mut outcomes = Vec::with_capacity(orders.len());
-    // Whether any answer is about the orders rather than the database: a success, or a value
-    // the database refuses (which fails the same way however often it is retried).
-    let mut decided = false;
-    for order in orders {
-        match insert_batch(pool, std::slice::from_ref(order)).await {
-            Ok(mut one) => {
-                decided = true;
-                outcomes.push(one.pop().map_or(Stored::Duplicate, Stored::from));
-            }
-            Err(e) if e.is_transient() => return Err(e),
-            Err(StoreError::InvalidData(message)) => {
-                decided = true;
-                outcomes.push(Stored::Rejected(ErrorClass::InvalidValue, message));
-            }
-            Err(e) => outcomes.push(Stored::Rejected(ErrorClass::StoreRejected, e.to_string())),
-        }
-    }
-    Ok(decided.then_some(outcomes))
 }

@@ -57,6 +57,24 @@ impl DeadLetter {
         self
     }
 
+    /// One warning line with everything that identifies the entry and why it failed.
+    pub fn log(&self, what: &str) {
+        let order = self.order.as_ref();
+        tracing::warn!(
+            orderId = order.map(|o| o.order_id.to_string()).unwrap_or_default(),
+            orderNumber = order.map(|o| o.order_number.as_str()).unwrap_or_default(),
+            checkoutSessionId = order
+                .and_then(|o| o.checkout_session_id.as_deref())
+                .unwrap_or_default(),
+            streamId = %self.stream_id,
+            eventId = %self.event_id,
+            errorClass = self.class.as_str(),
+            error = %self.error,
+            deliveries = self.deliveries,
+            "{what}"
+        );
+    }
+
     /// Appends this dead letter's `XADD` to `pipe`.
     pub fn add_to(&self, pipe: &mut redis::Pipeline, dlq_key: &str) {
         let failed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -146,14 +164,7 @@ pub async fn read_dead_letters(
     count: usize,
 ) -> Result<Vec<StoredDeadLetter>, crate::stream::RedisFailure> {
     let reply: redis::streams::StreamRangeReply = conn
-        .query(
-            redis::cmd("XRANGE")
-                .arg(dlq_key)
-                .arg(start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(count),
-        )
+        .query(&redis::Cmd::xrange_count(dlq_key, start, "+", count))
         .await?;
     Ok(reply
         .ids

@@ -3,15 +3,18 @@
 //! integration tests drive directly.
 
 pub mod backfill;
+pub mod batch;
 pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod event;
+pub mod group;
 pub mod metrics;
 pub mod replay;
 pub mod retry;
 pub mod sample;
 pub mod stream;
+pub mod tls;
 
 pub use config::{Cli, StreamArgs};
 pub use consumer::{Consumer, Exit};

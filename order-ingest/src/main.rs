@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use order_ingest::config::{BackfillArgs, Cli, Command, DlqCommand, LogFormat, StreamArgs};
+use order_ingest::config::{BackfillArgs, Cli, Command, DlqCommand, StreamArgs};
 use order_ingest::metrics::{self, Probe};
+use order_ingest::retry::REDIS_COMMAND;
 use order_ingest::stream::RedisConn;
 use order_ingest::{backfill, dlq, replay, sample, Consumer, Exit, Metrics};
+use order_store::process;
 use tokio::sync::watch;
 
 /// Exit status for a command line that clap refused (its own convention).
@@ -39,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE_ERROR);
         }
     };
-    if let Err(message) = init_logging(cli.log_format) {
+    if let Err(message) = process::init_logging(cli.log_format, "info") {
         eprintln!("order-ingest: {message}");
         return ExitCode::from(USAGE_ERROR);
     }
@@ -71,26 +73,6 @@ fn one_line(message: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Logs to stderr in the chosen format, filtered by `RUST_LOG` (default `info`). A `RUST_LOG`
-/// that does not parse is a configuration error like any bad flag, not a silent `info`.
-fn init_logging(format: LogFormat) -> Result<(), String> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => {
-            tracing_subscriber::EnvFilter::try_new(&directives)
-                .map_err(|e| format!("invalid RUST_LOG {directives:?}: {e}"))?
-        }
-        _ => tracing_subscriber::EnvFilter::new("info"),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -151,8 +133,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Start-up check: Redis must answer before the service says it started.
 async fn check_redis(url: &str) -> anyhow::Result<()> {
-    let client = redis::Client::open(url).context("invalid --redis-url")?;
-    let mut conn = RedisConn::new(client, Duration::from_secs(5));
+    let client = order_ingest::tls::redis_client(url).context("invalid --redis-url")?;
+    let mut conn = RedisConn::new(client, REDIS_COMMAND);
     conn.query::<String>(&redis::cmd("PING"))
         .await
         .with_context(|| format!("cannot reach Redis at {}", redact(url)))?;
@@ -176,7 +158,8 @@ async fn consume(cli: Cli, pool: order_store::Pool) -> anyhow::Result<ExitCode> 
         metrics: metrics.clone(),
         pool: pool.clone(),
         redis: tokio::sync::Mutex::new(RedisConn::new(
-            redis::Client::open(cli.stream.redis_url.as_str()).context("invalid --redis-url")?,
+            order_ingest::tls::redis_client(cli.stream.redis_url.as_str())
+                .context("invalid --redis-url")?,
             Duration::from_secs(2),
         )),
         stream_key: cli.stream.stream_key.clone(),
@@ -198,11 +181,11 @@ async fn consume(cli: Cli, pool: order_store::Pool) -> anyhow::Result<ExitCode> 
     tracing::info!(%addr, "health and metrics server listening");
 
     tokio::spawn(async move {
-        wait_for_signal().await;
+        process::shutdown_signal().await;
         tracing::info!("shutdown requested: finishing the batch in flight");
         let _ = stop_tx.send(true);
         // A second signal means "now": the entries in flight stay pending and are redelivered.
-        wait_for_signal().await;
+        process::shutdown_signal().await;
         tracing::warn!("second signal: exiting without finishing");
         std::process::exit(130);
     });
@@ -222,28 +205,6 @@ async fn consume(cli: Cli, pool: order_store::Pool) -> anyhow::Result<ExitCode> 
             ExitCode::FAILURE
         }
     })
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 async fn run_backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
@@ -271,9 +232,14 @@ async fn run_backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
                 )
             })?,
     );
-    let result = backfill::backfill(&source, &target, args.after, args.batch_size, |p| {
-        println!("{p}");
-    })
+    let result = backfill::backfill(
+        &source,
+        &target,
+        args.after,
+        args.batch_size,
+        args.timeouts,
+        |p| println!("{p}"),
+    )
     .await;
     match result {
         Ok(progress) => {
@@ -292,8 +258,9 @@ async fn run_backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_dlq(stream: &StreamArgs, command: &DlqCommand) -> anyhow::Result<ExitCode> {
-    let client = redis::Client::open(stream.redis_url.as_str()).context("invalid --redis-url")?;
-    let mut conn = RedisConn::new(client, Duration::from_secs(10));
+    let client = order_ingest::tls::redis_client(stream.redis_url.as_str())
+        .context("invalid --redis-url")?;
+    let mut conn = RedisConn::new(client, REDIS_COMMAND);
     let dlq_key = format!("{}:dlq", stream.stream_key);
     let unreachable = || format!("cannot read {dlq_key} at {}", redact(&stream.redis_url));
     match command {

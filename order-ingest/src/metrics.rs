@@ -28,6 +28,7 @@ const BUCKETS: [f64; 12] = [
 pub struct Metrics {
     pub read: AtomicU64,
     pub inserted: AtomicU64,
+    /// Order events whose order was already stored (`order_ingest_events_duplicate_total`).
     pub duplicates: AtomicU64,
     pub skipped: AtomicU64,
     pub dead_lettered: [AtomicU64; ErrorClass::ALL.len()],
@@ -40,25 +41,25 @@ pub struct Metrics {
     batch_sum_micros: AtomicU64,
 }
 
-fn add(counter: &AtomicU64, n: usize) {
-    counter.fetch_add(n as u64, Ordering::Relaxed);
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 impl Metrics {
     pub fn add_read(&self, n: usize) {
-        add(&self.read, n);
+        add(&self.read, n as u64);
     }
-    pub fn add_inserted(&self, n: usize) {
+    pub fn add_inserted(&self, n: u64) {
         add(&self.inserted, n);
     }
-    pub fn add_duplicates(&self, n: usize) {
+    pub fn add_already_present(&self, n: u64) {
         add(&self.duplicates, n);
     }
-    pub fn add_skipped(&self, n: usize) {
+    pub fn add_skipped(&self, n: u64) {
         add(&self.skipped, n);
     }
     pub fn add_claimed(&self, n: usize) {
-        add(&self.claimed, n);
+        add(&self.claimed, n as u64);
     }
     pub fn add_dead_letter(&self, class: ErrorClass) {
         add(&self.dead_lettered[class.index()], 1);
@@ -209,7 +210,7 @@ impl Probe {
     pub async fn group_state(&self) -> Result<Option<GroupState>, ()> {
         let mut redis = self.redis.lock().await;
         let reply: Result<redis::streams::StreamInfoGroupsReply, _> = redis
-            .query(redis::cmd("XINFO").arg("GROUPS").arg(&self.stream_key))
+            .query(&redis::Cmd::xinfo_groups(&self.stream_key))
             .await;
         match reply {
             Ok(reply) => {
@@ -223,7 +224,7 @@ impl Probe {
                 let mut lag = g.lag.map(|l| l as u64);
                 if lag.is_some_and(|l| l > 0) {
                     let last: Result<redis::streams::StreamInfoStreamReply, _> = redis
-                        .query(redis::cmd("XINFO").arg("STREAM").arg(&self.stream_key))
+                        .query(&redis::Cmd::xinfo_stream(&self.stream_key))
                         .await;
                     if last.is_ok_and(|s| s.last_generated_id == g.last_delivered_id) {
                         lag = Some(0);
@@ -289,16 +290,22 @@ impl Probe {
 }
 
 /// Binds the health and metrics server on `addr`; the returned future serves
-/// `/health/live`, `/health/ready` and `/metrics` until `shutdown` completes. Binding is done
-/// here, before anything runs, so that a taken port is a start-up error and not a log line.
+/// `/health/live`, `/health/ready` and `/metrics`, and the same checks and numbers under Spring
+/// Boot Actuator's paths (`/actuator/health`, `/actuator/health/liveness`,
+/// `/actuator/health/readiness`, `/actuator/info`, `/actuator/prometheus`;
+/// docs/compatibility.md §7), until `shutdown` completes. Binding is done here, before anything
+/// runs, so that a taken port is a start-up error and not a log line.
 pub fn bind(
     addr: SocketAddr,
     probe: Arc<Probe>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = ()> + Send), warp::Error> {
-    let live = warp::path!("health" / "live").and(warp::get()).map(|| {
-        warp::reply::with_header("{\"status\":\"UP\"}", "content-type", "application/json")
-    });
+    let json = |body: String| warp::reply::with_header(body, "content-type", "application/json");
+    let live = warp::path!("health" / "live")
+        .or(warp::path!("actuator" / "health" / "liveness"))
+        .unify()
+        .and(warp::get())
+        .map(move || json("{\"status\":\"UP\"}".to_owned()));
     let ready_probe = probe.clone();
     let ready = warp::path!("health" / "ready")
         .and(warp::get())
@@ -306,21 +313,49 @@ pub fn bind(
             let probe = ready_probe.clone();
             async move {
                 let (status, body) = probe.readiness().await;
-                Ok::<_, Infallible>(warp::reply::with_status(
-                    warp::reply::with_header(body, "content-type", "application/json"),
-                    status,
+                Ok::<_, Infallible>(warp::reply::with_status(json(body), status))
+            }
+        });
+    let actuator_probe = probe.clone();
+    let actuator_health = warp::path!("actuator" / "health")
+        .or(warp::path!("actuator" / "health" / "readiness"))
+        .unify()
+        .and(warp::get())
+        .and_then(move || {
+            let probe = actuator_probe.clone();
+            async move {
+                let (status, _) = probe.readiness().await;
+                let word = if status == StatusCode::OK {
+                    "UP"
+                } else {
+                    "DOWN"
+                };
+                let body = format!("{{\"status\":\"{word}\"}}");
+                Ok::<_, Infallible>(warp::reply::with_status(json(body), status))
+            }
+        });
+    let info = warp::path!("actuator" / "info")
+        .and(warp::get())
+        .map(move || {
+            json(format!(
+                "{{\"app\":{{\"name\":\"order-ingest\",\"version\":\"{}\"}}}}",
+                env!("CARGO_PKG_VERSION")
+            ))
+        });
+    let metrics = warp::path!("metrics")
+        .or(warp::path!("actuator" / "prometheus"))
+        .unify()
+        .and(warp::get())
+        .and_then(move || {
+            let probe = probe.clone();
+            async move {
+                Ok::<_, Infallible>(warp::reply::with_header(
+                    probe.metrics_text().await,
+                    "content-type",
+                    "text/plain; version=0.0.4",
                 ))
             }
         });
-    let metrics = warp::path!("metrics").and(warp::get()).and_then(move || {
-        let probe = probe.clone();
-        async move {
-            Ok::<_, Infallible>(warp::reply::with_header(
-                probe.metrics_text().await,
-                "content-type",
-                "text/plain; version=0.0.4",
-            ))
-        }
-    });
-    warp::serve(live.or(ready).or(metrics)).try_bind_with_graceful_shutdown(addr, shutdown)
+    let routes = live.or(ready).or(actuator_health).or(info).or(metrics);
+    warp::serve(routes).try_bind_with_graceful_shutdown(addr, shutdown)
 }

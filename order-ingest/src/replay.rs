@@ -12,19 +12,13 @@
 //! for a while (an operator is waiting); if they persist, replay stops with the id to resume
 //! from.
 
-use std::time::Duration;
-
-use order_store::orders::{insert_if_absent, InsertOutcome};
-use order_store::{NewOrder, Pool, StoreError};
+use order_store::Pool;
 use redis::streams::StreamRangeReply;
 
+use crate::batch::{self, Batch};
 use crate::config::{StreamArgs, StreamBound};
-use crate::event::{decode, Decoded, ErrorClass};
-use crate::retry::Backoff;
+use crate::retry::{self, REDIS_COMMAND};
 use crate::stream::{Entry, RedisConn};
-
-/// Attempts per step before replay gives up on a dependency.
-const ATTEMPTS: u32 = 12;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -68,31 +62,30 @@ pub async fn replay(
     from: &StreamBound,
     to: Option<&StreamBound>,
 ) -> Result<Summary, ReplayError> {
-    let client = redis::Client::open(args.redis_url.as_str()).map_err(|e| ReplayError {
-        cause: e.to_string(),
-        resume: from.0.clone(),
-        summary: Summary::default(),
-    })?;
-    let mut redis = RedisConn::new(client, Duration::from_secs(10));
     let mut summary = Summary::default();
-    let end = to.map_or("+", |b| b.0.as_str()).to_owned();
     let mut start = from.0.clone();
+    let stopped = |cause: String, start: &str, summary: &Summary| {
+        let resume = start.strip_prefix('(').unwrap_or(start);
+        ReplayError {
+            cause,
+            resume: if resume == "-" {
+                "0".into()
+            } else {
+                resume.to_owned()
+            },
+            summary: summary.clone(),
+        }
+    };
+    let client = crate::tls::redis_client(args.redis_url.as_str())
+        .map_err(|e| stopped(e.to_string(), &start, &summary))?;
+    let mut redis = RedisConn::new(client, REDIS_COMMAND);
+    let end = to.map_or("+", |b| b.0.as_str()).to_owned();
     loop {
-        let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(&args.stream_key)
-            .arg(&start)
-            .arg(&end)
-            .arg("COUNT")
-            .arg(args.batch_size);
-        let page: StreamRangeReply = {
-            let mut backoff = Backoff::standard();
-            loop {
-                match redis.query(&cmd).await {
-                    Ok(page) => break page,
-                    Err(e) => give_up_or_wait(&mut backoff, "read", &e, &start, &summary).await?,
-                }
-            }
-        };
+        let cmd = redis::Cmd::xrange_count(&args.stream_key, &start, &end, args.batch_size);
+        let page: StreamRangeReply =
+            retry::bounded("replay", "read", |_| true, async || redis.query(&cmd).await)
+                .await
+                .map_err(|e| stopped(format!("read: {e}"), &start, &summary))?;
         if page.ids.is_empty() {
             return Ok(summary);
         }
@@ -101,48 +94,25 @@ pub async fn replay(
             .iter()
             .map(|id| Entry::from_stream_id(id, 1))
             .collect();
-        let mut orders: Vec<NewOrder> = Vec::new();
-        let mut order_entries = Vec::new();
-        for entry in &entries {
-            match decode(entry.payload.as_deref(), &args.event_type) {
-                Ok(Decoded::Skip(_)) => summary.skipped += 1,
-                Ok(Decoded::Order(event)) => {
-                    order_entries.push(entry);
-                    orders.push(event.order);
-                }
-                Err(e) => report_failure(&mut summary, entry, e.class, &e.message),
-            }
+        // Replayed entries count as first deliveries: the delivery limit never applies.
+        let batch = Batch::decode(&entries, &args.event_type, args.max_deliveries);
+        let timeout = args.timeouts.db();
+        let outcomes = retry::bounded(
+            "replay",
+            "insert",
+            order_store::StoreError::is_transient,
+            async || batch::insert(pool, &batch.orders, timeout).await,
+        )
+        .await
+        .map_err(|e| stopped(format!("insert: {e}"), &start, &summary))?;
+        let done = batch.finish(outcomes);
+        for letter in &done.failed {
+            letter.log("replay: entry cannot be stored (not dead-lettered)");
         }
-        if !orders.is_empty() {
-            let mut backoff = Backoff::standard();
-            let outcomes = loop {
-                match insert(pool, &orders).await {
-                    Ok(outcomes) => break outcomes,
-                    Err(e) if e.is_transient() => {
-                        give_up_or_wait(&mut backoff, "insert", &e, &start, &summary).await?;
-                    }
-                    Err(e) => {
-                        return Err(ReplayError {
-                            cause: e.to_string(),
-                            resume: start,
-                            summary,
-                        })
-                    }
-                }
-            };
-            for ((order, entry), outcome) in orders.iter().zip(order_entries).zip(outcomes) {
-                match outcome {
-                    InsertOutcome::Inserted => {
-                        summary.inserted += 1;
-                        tracing::info!(orderId = %order.id, orderNumber = %order.order_number, streamId = %entry.id, "replay inserted order");
-                    }
-                    InsertOutcome::AlreadyPresent => summary.already_present += 1,
-                    InsertOutcome::Rejected(r) => {
-                        report_failure(&mut summary, entry, r.kind.into(), &r.message);
-                    }
-                }
-            }
-        }
+        summary.inserted += done.tally.inserted;
+        summary.already_present += done.tally.already_present;
+        summary.skipped += done.skipped;
+        summary.failed += done.failed.len() as u64;
         summary.read += entries.len() as u64;
         let last = entries.last().map(|e| e.id.clone()).unwrap_or_default();
         start = format!("({last}");
@@ -153,50 +123,4 @@ pub async fn replay(
             "replay progress"
         );
     }
-}
-
-async fn insert(pool: &Pool, orders: &[NewOrder]) -> Result<Vec<InsertOutcome>, StoreError> {
-    let work = async {
-        let mut conn = pool.get().await?;
-        insert_if_absent(&mut conn, orders).await
-    };
-    tokio::time::timeout(Duration::from_secs(60), work)
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Unavailable("insert timed out".into())))
-}
-
-fn report_failure(summary: &mut Summary, entry: &Entry, class: ErrorClass, message: &str) {
-    summary.failed += 1;
-    tracing::warn!(
-        streamId = %entry.id,
-        eventId = entry.event_id.as_deref().unwrap_or_default(),
-        errorClass = class.as_str(),
-        error = message,
-        "replay: entry cannot be stored (not dead-lettered)"
-    );
-}
-
-async fn give_up_or_wait(
-    backoff: &mut Backoff,
-    step: &str,
-    error: &dyn std::fmt::Display,
-    start: &str,
-    summary: &Summary,
-) -> Result<(), ReplayError> {
-    if backoff.attempts() + 1 >= ATTEMPTS {
-        let resume = start.strip_prefix('(').unwrap_or(start);
-        return Err(ReplayError {
-            cause: format!("{step}: {error}"),
-            resume: if resume == "-" {
-                "0".into()
-            } else {
-                resume.to_owned()
-            },
-            summary: summary.clone(),
-        });
-    }
-    let delay = backoff.next_delay();
-    tracing::warn!(step, error = %error, retry_in_ms = delay.as_millis() as u64, "replay: transient failure; retrying");
-    tokio::time::sleep(delay).await;
-    Ok(())
 }

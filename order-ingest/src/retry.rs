@@ -1,27 +1,91 @@
-//! Capped exponential backoff with jitter, for failures that go away by themselves.
+//! The one retry policy of ingest and its one set of timeouts.
+//!
+//! Failures that go away by themselves (a database or Redis outage, a timeout, an exhausted
+//! pool) are retried with capped exponential backoff and jitter. The live consumer retries
+//! without limit (it holds entries nobody else may take); replay and backfill, which an
+//! operator is waiting on, give up after [`ATTEMPTS`] and say where to resume.
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
+
+/// Attempts of one step before replay or backfill gives up on a dependency.
+pub const ATTEMPTS: usize = 12;
+/// Deadline of one non-blocking Redis command (XACK, XADD, XAUTOCLAIM, XPENDING, XRANGE).
+pub const REDIS_COMMAND: Duration = Duration::from_secs(5);
+/// A blocking read waits this much longer than its `BLOCK` before the connection is given up
+/// (FIELD-NOTES 1 and 3: the client deadline must be longer than `BLOCK`).
+pub const READ_MARGIN: Duration = Duration::from_secs(2);
+/// After SIGTERM, how long the batch in flight may keep retrying before it is left pending
+/// for another consumer: well inside Kubernetes' default 30 s grace period.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(20);
+
+/// The database timeout, shared by consume, `--replay` and `backfill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct Timeouts {
+    /// Longest one database operation may take (a connection and one batch insert, or one
+    /// page read by backfill), in milliseconds; past it, it is retried like an outage.
+    #[arg(long = "db-timeout-ms", env = "ORDER_INGEST_DB_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_timeout_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            db_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn db(&self) -> Duration {
+        Duration::from_millis(self.db_timeout_ms)
+    }
+}
+
+/// `work` bounded by `timeout`: past it, the operation is reported as the database being
+/// unavailable (transient), like a lost connection.
+pub async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, order_store::StoreError>>,
+) -> Result<T, order_store::StoreError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(order_store::StoreError::Unavailable(format!(
+                "{what} did not finish within {timeout:?}"
+            )))
+        })
+}
+
 /// Delays of `base × 2^n`, capped, each drawn uniformly from its upper half so that pods that
-/// lost a dependency together do not all come back in the same instant.
-#[derive(Debug, Clone)]
+/// lost a dependency together do not all come back in the same instant. backon (already in the
+/// tree through redis) draws them: its jitter adds up to one more delay, so it is given half
+/// of `base` and `cap`.
+#[derive(Debug)]
 pub struct Backoff {
-    base: Duration,
-    cap: Duration,
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
     attempt: u32,
 }
 
 impl Backoff {
-    pub const fn new(base: Duration, cap: Duration) -> Self {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        let builder = ExponentialBuilder::new()
+            .with_min_delay(base / 2)
+            .with_max_delay(cap / 2)
+            .with_jitter()
+            .without_max_times();
         Self {
-            base,
-            cap,
+            builder,
+            delays: builder.build(),
             attempt: 0,
         }
     }
 
     /// 100 ms doubling up to 5 s: a recovered database is used again within seconds.
-    pub const fn standard() -> Self {
+    pub fn standard() -> Self {
         Self::new(Duration::from_millis(100), Duration::from_secs(5))
     }
 
@@ -30,27 +94,38 @@ impl Backoff {
     }
 
     pub fn reset(&mut self) {
+        self.delays = self.builder.build();
         self.attempt = 0;
     }
 
     /// The next delay to wait.
     pub fn next_delay(&mut self) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(2u32.saturating_pow(self.attempt.min(20)))
-            .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
-        let half = exp / 2;
-        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-        half + Duration::from_millis(random_below(jitter_ms.saturating_add(1)))
+        self.delays.next().unwrap_or(Duration::from_secs(5))
     }
 }
 
-/// A random number below `bound` (`bound` > 0). A v4 UUID is 122 random bits from the OS; this
-/// avoids adding a random-number crate for jitter.
-fn random_below(bound: u64) -> u64 {
-    let bits = uuid::Uuid::new_v4().as_u128() as u64;
-    bits % bound.max(1)
+/// Runs `work` until it succeeds, fails permanently, or has failed transiently [`ATTEMPTS`]
+/// times, waiting with [`Backoff::standard`] in between; the last error is returned.
+/// `who` and `step` name the attempt in the warning logged before each retry.
+pub async fn bounded<T, E: std::fmt::Display>(
+    who: &str,
+    step: &str,
+    is_transient: impl Fn(&E) -> bool,
+    mut work: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut backoff = Backoff::standard();
+    loop {
+        match work().await {
+            Ok(value) => return Ok(value),
+            Err(e) if is_transient(&e) && (backoff.attempts() as usize) + 1 < ATTEMPTS => {
+                let delay = backoff.next_delay();
+                tracing::warn!(step, error = %e, retry_in_ms = delay.as_millis() as u64, "{who}: transient failure; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

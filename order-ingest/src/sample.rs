@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use cloudevents::{EventBuilder as _, EventBuilderV10};
 use uuid::Uuid;
 
@@ -83,64 +83,94 @@ const PRODUCTS: [(&str, &str, i64); 5] = [
     ("SKU-LAMP", "Camp lamp", 3_995),
 ];
 
+/// What fixes one sample order: the same values give the same order.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleOrder {
+    /// Varies everything else (store, items, discount, customer, fulfillment).
+    pub seed: u64,
+    pub id: Uuid,
+    /// The store number is drawn from 1..=stores.
+    pub stores: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl SampleOrder {
+    /// An order with a fresh random id, created now.
+    pub fn new(seed: u64, stores: i32) -> Self {
+        Self {
+            seed,
+            id: Uuid::new_v4(),
+            stores,
+            created_at: Utc::now(),
+        }
+    }
+
+    /// The order as checkout publishes it in `data.order`, money printed as checkout prints it.
+    pub fn to_json(&self) -> String {
+        let mut rng = Rng(self.seed);
+        let order_id = self.id;
+        let store = 1 + rng.below(self.stores as u64) as i32;
+        let fulfillment = FULFILLMENT[rng.below(4) as usize];
+        let mut subtotal = 0i64;
+        let mut items = Vec::new();
+        for _ in 0..=rng.below(3) {
+            let (sku, name, price) = PRODUCTS[rng.below(PRODUCTS.len() as u64) as usize];
+            let quantity = 1 + rng.below(4) as i64;
+            subtotal += price * quantity;
+            items.push(format!(
+                r#"{{"productId":"prod-{sku}","sku":"{sku}","name":"{name}","quantity":{quantity},"unitPrice":{},"discountAmount":null,"lineTotal":{}}}"#,
+                java_double(price),
+                java_double(price * quantity)
+            ));
+        }
+        let discount = if rng.below(3) == 0 { subtotal / 10 } else { 0 };
+        let discounts = if discount > 0 {
+            format!(
+                r#"[{{"discountId":"disc-10","code":"SAVE10","description":"10% off","type":"PERCENTAGE","appliedAmount":{}}}]"#,
+                java_double(discount)
+            )
+        } else {
+            "[]".to_owned()
+        };
+        let tax = (subtotal - discount) * 8 / 100;
+        let delivery_cost = if fulfillment == "DELIVERY" { 799 } else { 0 };
+        let grand = subtotal - discount + tax + delivery_cost;
+        let money_or_zero = |cents: i64| {
+            if cents == 0 {
+                "0".to_owned()
+            } else {
+                java_double(cents)
+            }
+        };
+        let customer = rng.below(500);
+        let created = self.created_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let details = match fulfillment {
+            "DELIVERY" => format!(
+                r#"{{"type":"DELIVERY","scheduledDate":null,"deliveryAddress":{{"street1":"{} Harbor Rd","street2":null,"city":"Portland","state":"ME","postalCode":"04101","country":"US"}},"pickupLocation":null,"instructions":null}}"#,
+                1 + rng.below(200)
+            ),
+            "PICKUP" => r#"{"type":"PICKUP","scheduledDate":null,"deliveryAddress":null,"pickupLocation":"Front desk","instructions":null}"#.to_owned(),
+            _ => "null".to_owned(),
+        };
+        format!(
+            r#"{{"id":"{order_id}","storeNumber":{store},"orderNumber":"ORD-{store}-{simple}","customerId":"cust-{customer}","fulfillmentType":"{fulfillment}","fulfillmentDate":null,"reservationId":null,"subtotal":{subtotal},"discountTotal":{discount},"taxTotal":{tax},"fulfillmentCost":{delivery_cost},"grandTotal":{grand},"paymentStatus":"COMPLETED","paymentMethod":"CARD","paymentReference":"pay_{simple}","status":"PAID","lineItems":[{items}],"appliedDiscounts":{discounts},"customerSnapshot":{{"customerId":"cust-{customer}","firstName":"Sam","lastName":"Sample","email":"cust-{customer}@example.com","phone":null,"loyaltyTier":null}},"fulfillmentDetails":{details},"createdAt":"{created}","updatedAt":"{created}","createdBy":null,"sessionId":null}}"#,
+            simple = &order_id.simple().to_string()[..12],
+            subtotal = java_double(subtotal),
+            discount = money_or_zero(discount),
+            tax = money_or_zero(tax),
+            delivery_cost = money_or_zero(delivery_cost),
+            grand = java_double(grand),
+            items = items.join(","),
+        )
+    }
+}
+
 /// One OrderCompleted CloudEvent as checkout would publish it; returns (event id, payload).
 pub fn sample_event(seed: u64, stores: i32) -> anyhow::Result<(String, String)> {
-    let mut rng = Rng(seed);
-    let order_id = Uuid::new_v4();
+    let sample = SampleOrder::new(seed, stores);
+    let order_id = sample.id;
     let event_id = Uuid::new_v4().to_string();
-    let store = 1 + rng.below(stores as u64) as i32;
-    let fulfillment = FULFILLMENT[rng.below(4) as usize];
-    let mut subtotal = 0i64;
-    let mut items = Vec::new();
-    for _ in 0..=rng.below(3) {
-        let (sku, name, price) = PRODUCTS[rng.below(PRODUCTS.len() as u64) as usize];
-        let quantity = 1 + rng.below(4) as i64;
-        subtotal += price * quantity;
-        items.push(format!(
-            r#"{{"productId":"prod-{sku}","sku":"{sku}","name":"{name}","quantity":{quantity},"unitPrice":{},"discountAmount":null,"lineTotal":{}}}"#,
-            java_double(price),
-            java_double(price * quantity)
-        ));
-    }
-    let discount = if rng.below(3) == 0 { subtotal / 10 } else { 0 };
-    let discounts = if discount > 0 {
-        format!(
-            r#"[{{"discountId":"disc-10","code":"SAVE10","description":"10% off","type":"PERCENTAGE","appliedAmount":{}}}]"#,
-            java_double(discount)
-        )
-    } else {
-        "[]".to_owned()
-    };
-    let tax = (subtotal - discount) * 8 / 100;
-    let delivery_cost = if fulfillment == "DELIVERY" { 799 } else { 0 };
-    let grand = subtotal - discount + tax + delivery_cost;
-    let money_or_zero = |cents: i64| {
-        if cents == 0 {
-            "0".to_owned()
-        } else {
-            java_double(cents)
-        }
-    };
-    let customer = rng.below(500);
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
-    let details = match fulfillment {
-        "DELIVERY" => format!(
-            r#"{{"type":"DELIVERY","scheduledDate":null,"deliveryAddress":{{"street1":"{} Harbor Rd","street2":null,"city":"Portland","state":"ME","postalCode":"04101","country":"US"}},"pickupLocation":null,"instructions":null}}"#,
-            1 + rng.below(200)
-        ),
-        "PICKUP" => r#"{"type":"PICKUP","scheduledDate":null,"deliveryAddress":null,"pickupLocation":"Front desk","instructions":null}"#.to_owned(),
-        _ => "null".to_owned(),
-    };
-    let order = format!(
-        r#"{{"id":"{order_id}","storeNumber":{store},"orderNumber":"ORD-{store}-{simple}","customerId":"cust-{customer}","fulfillmentType":"{fulfillment}","fulfillmentDate":null,"reservationId":null,"subtotal":{subtotal},"discountTotal":{discount},"taxTotal":{tax},"fulfillmentCost":{delivery_cost},"grandTotal":{grand},"paymentStatus":"COMPLETED","paymentMethod":"CARD","paymentReference":"pay_{simple}","status":"PAID","lineItems":[{items}],"appliedDiscounts":{discounts},"customerSnapshot":{{"customerId":"cust-{customer}","firstName":"Sam","lastName":"Sample","email":"cust-{customer}@example.com","phone":null,"loyaltyTier":null}},"fulfillmentDetails":{details},"createdAt":"{now}","updatedAt":"{now}","createdBy":null,"sessionId":null}}"#,
-        simple = &order_id.simple().to_string()[..12],
-        subtotal = java_double(subtotal),
-        discount = money_or_zero(discount),
-        tax = money_or_zero(tax),
-        delivery_cost = money_or_zero(delivery_cost),
-        grand = java_double(grand),
-        items = items.join(","),
-    );
+    let order = sample.to_json();
     let data: serde_json::Value = serde_json::from_str(&format!(
         r#"{{"checkoutSessionId":"cs-{}","order":{order}}}"#,
         &Uuid::new_v4().simple().to_string()[..8]
@@ -160,7 +190,7 @@ pub fn sample_event(seed: u64, stores: i32) -> anyhow::Result<(String, String)> 
 
 /// Publishes `args.count` events on `stream_key`, pipelined, at `args.rate` per second.
 pub async fn publish(redis_url: &str, stream_key: &str, args: &PublishArgs) -> anyhow::Result<u64> {
-    let client = redis::Client::open(redis_url).context("invalid Redis URL")?;
+    let client = crate::tls::redis_client(redis_url).context("invalid Redis URL")?;
     let mut conn = client
         .get_multiplexed_async_connection()
         .await

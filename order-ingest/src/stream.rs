@@ -112,17 +112,7 @@ impl RedisConn {
 
     pub async fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisFailure> {
         let mut conn = self.connection().await?;
-        match tokio::time::timeout(self.deadline, cmd.query_async::<T>(&mut conn)).await {
-            Err(_) => {
-                self.reset();
-                Err(RedisFailure::Deadline(self.deadline))
-            }
-            Ok(Err(e)) => {
-                self.failed(&e);
-                Err(e.into())
-            }
-            Ok(Ok(v)) => Ok(v),
-        }
+        self.bounded(cmd.query_async(&mut conn)).await
     }
 
     pub async fn pipe<T: FromRedisValue>(
@@ -130,7 +120,15 @@ impl RedisConn {
         pipe: &redis::Pipeline,
     ) -> Result<T, RedisFailure> {
         let mut conn = self.connection().await?;
-        match tokio::time::timeout(self.deadline, pipe.query_async::<T>(&mut conn)).await {
+        self.bounded(pipe.query_async(&mut conn)).await
+    }
+
+    /// `work` within the deadline; a connection left in doubt is dropped.
+    async fn bounded<T>(
+        &mut self,
+        work: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisFailure> {
+        match tokio::time::timeout(self.deadline, work).await {
             Err(_) => {
                 self.reset();
                 Err(RedisFailure::Deadline(self.deadline))
@@ -205,11 +203,4 @@ impl Entry {
             deliveries,
         }
     }
-}
-
-/// The entries of an `XREADGROUP`/`XREAD` reply for one stream (`nil` when `BLOCK` expired).
-pub fn entries_of(reply: Option<redis::streams::StreamReadReply>) -> Vec<StreamId> {
-    reply
-        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-        .unwrap_or_default()
 }

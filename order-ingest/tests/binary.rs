@@ -322,7 +322,9 @@ async fn health_and_metrics_endpoints() {
     let (db, pool) = database().await;
     let stream = TestStream::new();
     let port = free_port();
-    let mut cmd = ingest(db.url(), &stream, "pod-m");
+    // The database behind a proxy the test cuts, to see the health checks go DOWN.
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let mut cmd = ingest(&proxy.url_for(db.url(), 5432), &stream, "pod-m");
     cmd.env("ORDER_INGEST_METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("LOG_FORMAT", "json");
     let mut child = spawn(cmd, &stream.key);
@@ -348,6 +350,46 @@ async fn health_and_metrics_endpoints() {
             && body.contains("order_ingest_group_pending 0")
             && body.contains("order_ingest_group_lag 0")
             && body.contains("order_ingest_batch_duration_seconds_count")
+    })
+    .await;
+    // Spring Boot Actuator's paths: the same checks and numbers (docs/compatibility.md §7).
+    assert_eq!(
+        http_get(port, "/actuator/health").await.unwrap(),
+        (200, "{\"status\":\"UP\"}".to_owned())
+    );
+    assert_eq!(
+        http_get(port, "/actuator/health/readiness").await.unwrap(),
+        (200, "{\"status\":\"UP\"}".to_owned())
+    );
+    assert_eq!(
+        http_get(port, "/actuator/health/liveness").await.unwrap(),
+        (200, "{\"status\":\"UP\"}".to_owned())
+    );
+    let (status, info) = http_get(port, "/actuator/info").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(info.contains("\"order-ingest\""), "{info}");
+    let (status, prometheus) = http_get(port, "/actuator/prometheus").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(prometheus.contains("order_ingest_events_inserted_total 1"));
+    proxy.cut();
+    wait_until(WAIT, "actuator DOWN", || async {
+        http_get(port, "/actuator/health").await == Some((503, "{\"status\":\"DOWN\"}".to_owned()))
+    })
+    .await;
+    assert_eq!(
+        http_get(port, "/actuator/health/readiness")
+            .await
+            .unwrap()
+            .0,
+        503
+    );
+    assert_eq!(
+        http_get(port, "/actuator/health/liveness").await.unwrap().0,
+        200
+    );
+    proxy.restore();
+    wait_until(WAIT, "actuator UP again", || async {
+        matches!(http_get(port, "/actuator/health").await, Some((200, _)))
     })
     .await;
     // The group gone: not ready.
@@ -445,4 +487,124 @@ async fn published_samples_are_all_ingested() {
     assert!(stream.dead_letters().is_empty());
     assert_eq!(running.get(|m| &m.inserted), 120);
     running.stop().await;
+}
+
+/// `order_ingest_events_{inserted,duplicate}_total` of the process serving metrics on `port`.
+async fn inserted_and_duplicates(port: u16) -> (u64, u64) {
+    let (_, body) = http_get(port, "/metrics").await.expect("metrics answer");
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+    };
+    (
+        value("order_ingest_events_inserted_total "),
+        value("order_ingest_events_duplicate_total "),
+    )
+}
+
+/// First start on a stream that already holds orders and has no group: the group is created at
+/// `0`, so three pods started at once store the earlier orders and those arriving meanwhile,
+/// each exactly once, and leave nothing pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_reads_the_stream_from_its_beginning() {
+    let (db, pool) = database().await;
+    let stream = TestStream::new();
+    let mut ids = HashSet::new();
+    for _ in 0..40 {
+        let (id, e) = synthetic_event(5);
+        stream.publish_event(&e);
+        ids.insert(id);
+    }
+    assert!(stream.groups().is_empty());
+    let mut pods = Vec::new();
+    for n in 1..=3 {
+        let port = free_port();
+        let mut cmd = ingest(db.url(), &stream, &format!("first-{n}"));
+        cmd.env("ORDER_INGEST_METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .env("ORDER_BATCH_SIZE", "7");
+        pods.push((spawn(cmd, &format!("{}-{n}", stream.key)), port));
+    }
+    for _ in 0..40 {
+        let (id, e) = synthetic_event(5);
+        stream.publish_event(&e);
+        ids.insert(id);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_rows(&pool, 80, WAIT).await;
+    wait_until(WAIT, "nothing pending", || async {
+        stream.pending("order-service") == 0
+    })
+    .await;
+    let (mut inserted, mut duplicates) = (0, 0);
+    for (_, port) in &pods {
+        let (i, d) = inserted_and_duplicates(*port).await;
+        inserted += i;
+        duplicates += d;
+    }
+    assert_eq!((inserted, duplicates), (80, 0), "every order stored once");
+    for (child, _) in &mut pods {
+        signal(child, "TERM");
+        assert_eq!(wait_exit(child, WAIT).await.code(), Some(0));
+    }
+    for id in ids {
+        assert!(stored(&pool, id).await.is_some(), "{id}");
+    }
+    assert_eq!(stream.groups(), vec!["order-service".to_owned()]);
+    assert_eq!(stream.pending("order-service"), 0);
+    assert!(stream.dead_letters().is_empty());
+}
+
+/// `--group-start '$'`: a new group starts at the stream's end, so the orders already in the
+/// stream are skipped; an existing group is never moved by a later start; a bad value is one
+/// line and a non-zero exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_start_dollar_skips_the_earlier_orders() {
+    let (db, pool) = database().await;
+    let stream = TestStream::new();
+    let mut earlier = Vec::new();
+    for _ in 0..10 {
+        let (id, e) = synthetic_event(6);
+        stream.publish_event(&e);
+        earlier.push(id);
+    }
+    let mut cmd = ingest(db.url(), &stream, "late-1");
+    cmd.args(["--group-start", "$"]);
+    let mut child = spawn(cmd, &stream.key);
+    wait_until(WAIT, "group", || async { !stream.groups().is_empty() }).await;
+    let (later, e) = synthetic_event(6);
+    stream.publish_event(&e);
+    wait_rows(&pool, 1, WAIT).await;
+    assert!(stored(&pool, later).await.is_some());
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, WAIT).await.code(), Some(0));
+
+    // The group exists now: a start with the default (`0`) leaves it where it is.
+    let mut child = spawn(ingest(db.url(), &stream, "late-2"), &stream.key);
+    let (last, e) = synthetic_event(6);
+    stream.publish_event(&e);
+    wait_rows(&pool, 2, WAIT).await;
+    assert!(stored(&pool, last).await.is_some());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, WAIT).await.code(), Some(0));
+    assert_eq!(row_count(&pool).await, 2);
+    for id in earlier {
+        assert!(
+            stored(&pool, id).await.is_none(),
+            "{id} was before the group"
+        );
+    }
+    assert_eq!(stream.pending("order-service"), 0);
+
+    let mut cmd = ingest(db.url(), &stream, "bad");
+    cmd.env("ORDER_GROUP_START", "latest");
+    let out = run(cmd, WAIT).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("ORDER_GROUP_START") || stderr.contains("group start"),
+        "{stderr}"
+    );
 }

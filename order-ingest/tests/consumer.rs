@@ -78,7 +78,10 @@ async fn every_fixture_lands_with_all_fields_equal_and_skips_are_acked() {
         "order-completed-large-amount.json",
     ];
     stream.publish_init();
-    let running = Running::start(args(&stream, "c1"), pool.clone());
+    // A group created at `$` (the default is `0` since issue 10): this first entry is before it.
+    let mut a = args(&stream, "c1");
+    a.group_start = "$".to_owned();
+    let running = Running::start(a, pool.clone());
     // Published after the group exists (it starts at `$`).
     wait_until(WAIT, "group", || async { !stream.groups().is_empty() }).await;
     stream.publish_init();

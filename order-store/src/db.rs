@@ -2,14 +2,16 @@
 
 use std::time::Duration;
 
+use diesel::connection::CacheSize;
 use diesel_async::pooled_connection::bb8::{Pool as Bb8Pool, PooledConnection};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 
 use crate::error::StoreError;
 use crate::migrations;
+use crate::tls;
 
 /// A pool of connections to `orderdb`.
 pub type Pool = Bb8Pool<AsyncPgConnection>;
@@ -39,6 +41,19 @@ pub struct DbArgs {
     /// Apply pending migrations at start-up (under an advisory lock) instead of refusing to start.
     #[arg(long, env = "ORDER_MIGRATE", default_value_t = false)]
     pub migrate: bool,
+
+    /// Named prepared statements and their per-connection cache; `off` behind a pooler in
+    /// transaction mode (PgBouncer `pool_mode = transaction`), where each query is then parsed
+    /// and run in one round trip on an unnamed statement.
+    #[arg(long, env = "DB_PREPARED_STATEMENTS", value_enum, default_value_t = OnOff::On)]
+    pub db_prepared_statements: OnOff,
+}
+
+/// A switch written `on` or `off` on the command line and in the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 impl DbArgs {
@@ -48,6 +63,7 @@ impl DbArgs {
             db_pool_size: 10,
             db_connect_timeout_ms: 5000,
             migrate: false,
+            db_prepared_statements: OnOff::On,
         }
     }
 
@@ -84,12 +100,39 @@ pub fn with_socket_settings(
 
 /// Builds the pool without touching the database: connections are opened on demand, and a
 /// broken one (its socket closed by a server restart) is dropped at checkout, never handed out.
+/// Connections honour the URL's `sslmode` and `sslrootcert` ([`tls`]); a bad TLS set-up (an
+/// unreadable CA file, an unknown `sslmode`) is the error of every checkout, so start-up
+/// ([`prepare_database`]) reports it.
 pub fn build_pool(args: &DbArgs, application_name: &str) -> Pool {
     let url = with_socket_settings(&args.database_url, args.connect_timeout(), application_name);
     let mut config = ManagerConfig::default();
     // At checkout, bb8 asks the manager whether the connection still works; `Fast` answers from
     // the connection's own state (closed socket, open transaction) without a round trip.
     config.recycling_method = RecyclingMethod::Fast;
+    let (url, connector) = match tls::split_pg_url(&url) {
+        Ok((url, params)) => (
+            url,
+            tls::PgConnector::new(&params).map_err(|e| e.to_string()),
+        ),
+        Err(e) => (String::new(), Err(e.to_string())),
+    };
+    let connector = std::sync::Arc::new(connector);
+    let prepared_statements = args.db_prepared_statements;
+    config.custom_setup = Box::new(move |url| {
+        let connector = connector.clone();
+        let url = url.to_owned();
+        Box::pin(async move {
+            let connector = connector
+                .as_ref()
+                .as_ref()
+                .map_err(|e| diesel::ConnectionError::BadConnection(e.clone()))?;
+            let mut conn = connector.establish(&url).await?;
+            if prepared_statements == OnOff::Off {
+                conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            }
+            Ok(conn)
+        })
+    });
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
     Bb8Pool::builder()
         .max_size(args.db_pool_size)

@@ -21,6 +21,12 @@ impl FieldError {
     }
 }
 
+/// A required value that is blank: the existing validators' word, which clients show
+/// (docs/compatibility.md §3).
+pub const REQUIRED: &str = "Required";
+/// A fulfillment update that changes nothing (docs/compatibility.md §3).
+pub const NO_FULFILLMENT_FIELD: &str = "At least one field must be provided";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("Order not found: {0}")]

@@ -7,9 +7,13 @@ pub mod error;
 pub mod migrations;
 pub mod models;
 pub mod orders;
+pub mod process;
 pub mod schema;
 #[cfg(feature = "test-support")]
 pub mod test_db;
+#[cfg(feature = "test-support")]
+pub mod test_tls;
+pub mod tls;
 
 pub use bigdecimal::BigDecimal;
 pub use db::{build_pool, prepare_database, DbArgs, Pool, PooledConn};

@@ -1,4 +1,4 @@
-//! Authentication and authorisation on every route (CONTRACT 5), with keys the test makes.
+//! Authentication and authorisation on every route (docs/compatibility.md §5), with keys the test makes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -408,7 +408,7 @@ async fn without_a_key_source_the_server_refuses_to_start() {
         Err(AuthConfigError::NoIssuers)
     ));
     assert!(matches!(
-        Auth::from_config(&parse(&["--jwks-url", "https://x/jwks"])).await,
+        Auth::from_config(&parse(&["--jwks-url", "ftp://x/jwks"])).await,
         Err(AuthConfigError::JwksUrl(_))
     ));
     assert!(matches!(

@@ -87,6 +87,8 @@ async fn sigterm_drains_and_exits_zero() {
             db.url(),
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--shutdown-delay-ms",
+            "1500",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -121,14 +123,49 @@ async fn sigterm_drains_and_exits_zero() {
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
+    // A keep-alive connection opened before the signal must be answered, not reset.
+    let client = hyper::Client::new();
+    let orders = format!("http://127.0.0.1:{port}/orders?storeNumber=1");
+    assert_eq!(
+        client.get(orders.parse().unwrap()).await.unwrap().status(),
+        200
+    );
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    let signalled = Instant::now();
+    // Readiness turns 503 at once; requests are still served during the delay.
+    let ready_url = format!("http://127.0.0.1:{port}/health/ready");
+    let actuator_url = format!("http://127.0.0.1:{port}/actuator/health/readiness");
+    loop {
+        let ready = client.get(ready_url.parse().unwrap()).await.unwrap();
+        if ready.status() == 503 {
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "readiness still {} after SIGTERM",
+            ready.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let actuator = client.get(actuator_url.parse().unwrap()).await.unwrap();
+    assert_eq!(actuator.status(), 503);
+    for _ in 0..5 {
+        let reply = client.get(orders.parse().unwrap()).await.unwrap();
+        assert_eq!(reply.status(), 200, "served during the shutdown delay");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let status =
         tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(20)))
             .await
             .unwrap();
     assert!(status.success(), "exit status {status:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1500),
+        "exited before the shutdown delay: {:?}",
+        signalled.elapsed()
+    );
 }

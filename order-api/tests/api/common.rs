@@ -344,7 +344,7 @@ impl Reply {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text))
     }
 
-    /// Asserts the CONTRACT 3 error body and returns it.
+    /// Asserts the docs/compatibility.md §3 error body and returns it.
     pub fn error(&self, status: u16, path: &str) -> Value {
         assert_eq!(self.status.as_u16(), status, "{}", self.text);
         assert_eq!(

@@ -1,4 +1,4 @@
-//! The GraphQL API of CONTRACT 4 and the fixed defects of CONTRACT 6.
+//! The GraphQL API of docs/compatibility.md §4 and the fixed defects of docs/compatibility.md §6.
 
 use chrono::{Duration, TimeZone, Utc};
 use order_store::OrderStatus;
@@ -70,7 +70,7 @@ async fn order_queries_resolve_every_field() {
         })
     );
 
-    // A PICKUP order resolves (CONTRACT 6.4), with a discount that has no code.
+    // A PICKUP order resolves (docs/compatibility.md §6.4), with a discount that has no code.
     let query =
         format!("query($n: String!) {{ orderByNumber(orderNumber: $n) {{ {ORDER_FIELDS} }} }}");
     let pickup =
@@ -149,7 +149,7 @@ async fn list_queries_filter_and_page() {
     app.insert(&orders).await;
     let token = read_token();
 
-    // orders(status:) pages (CONTRACT 6.5).
+    // orders(status:) pages (docs/compatibility.md §6.5).
     let page = data(&app, &token, "{ orders(storeNumber: 21, status: PAID, limit: 4, offset: 2) { orderNumber status createdAt } }", json!({})).await;
     let list = page["orders"].as_array().unwrap();
     assert_eq!(list.len(), 4);
@@ -183,7 +183,7 @@ async fn list_queries_filter_and_page() {
     assert_eq!(
         e["extensions"]["validationErrors"],
         json!({"storeNumber": "Must be between 1 and 2000", "limit": "Must be between 1 and 100",
-               "offset": "Must be greater than or equal to 0"})
+               "offset": "Must be non-negative"})
     );
 
     let by_customer = data(
@@ -208,7 +208,7 @@ async fn list_queries_filter_and_page() {
         json!({"customerId": "Required"})
     );
 
-    // searchOrders honours customerId and status (CONTRACT 6.5).
+    // searchOrders honours customerId and status (docs/compatibility.md §6.5).
     let query = "query($input: OrderSearchInput!) { searchOrders(input: $input) { totalCount hasMore orders { customerId status } } }";
     let result = data(&app, &token, query, json!({"input": {"storeNumber": 21, "customerId": "gq-b", "status": "PROCESSING", "limit": 3, "offset": 3}})).await["searchOrders"].clone();
     assert_eq!(result["totalCount"], 10);
@@ -233,7 +233,7 @@ async fn list_queries_filter_and_page() {
     assert_eq!(e["message"], "Validation failed");
     assert_eq!(
         e["extensions"]["validationErrors"],
-        json!({"storeNumber": "Must be between 1 and 2000", "dateRange": "startDate must not be after endDate",
+        json!({"storeNumber": "Must be between 1 and 2000", "dateRange": "Start date must be before end date",
                "limit": "Must be between 1 and 100"})
     );
     let e = error(
@@ -245,7 +245,7 @@ async fn list_queries_filter_and_page() {
     .await;
     assert_eq!(
         e["extensions"]["validationErrors"],
-        json!({"startDate": "Must be an ISO-8601 instant"})
+        json!({"startDate": "Must be a valid ISO-8601 instant"})
     );
     app.stop().await;
 }
@@ -307,7 +307,7 @@ async fn mutations_apply_the_rules() {
     let e = error(&app, &token, fulfil, json!({"id": MINIMAL_ID, "in": {}})).await;
     assert_eq!(
         e["extensions"]["validationErrors"],
-        json!({"input": "At least one of fulfillmentDate, pickupLocation, instructions is required"})
+        json!({"input": "At least one field must be provided"})
     );
     let e = error(
         &app,
@@ -318,7 +318,7 @@ async fn mutations_apply_the_rules() {
     .await;
     assert_eq!(
         e["extensions"]["validationErrors"],
-        json!({"id": "Must be a valid UUID", "fulfillmentDate": "Must be an ISO-8601 instant"})
+        json!({"id": "Must be a valid UUID", "fulfillmentDate": "Must be a valid ISO-8601 instant"})
     );
 
     let note = "mutation($id: ID!, $n: String!) { addOrderNote(id: $id, note: $n) { fulfillmentDetails { instructions } } }";

@@ -4,6 +4,7 @@
 mod auth;
 mod binary;
 mod common;
+mod compat;
 mod graphql;
 mod outage;
 mod rest;

@@ -129,6 +129,7 @@ async fn database_outage_is_a_503_and_recovers() {
     let token = read_token();
     assert_eq!(get(&app, "/health/ready", None).await.status, 200);
     assert_eq!(get(&app, &path, Some(&token)).await.status, 200);
+    assert_actuator(&app, true).await;
 
     proxy.cut();
     let started = Instant::now();
@@ -161,6 +162,7 @@ async fn database_outage_is_a_503_and_recovers() {
         started.elapsed()
     );
     assert_eq!(get(&app, "/health/live", None).await.status, 200);
+    assert_actuator(&app, false).await;
 
     proxy.restore();
     eventually(
@@ -175,5 +177,47 @@ async fn database_outage_is_a_503_and_recovers() {
         async || get(&app, &path, Some(&token)).await.status == 200,
     )
     .await;
+    assert_actuator(&app, true).await;
     app.stop().await;
+}
+
+/// The Spring Boot Actuator paths the platform's health check, probes and scrape call:
+/// no token, Actuator's shapes, health from the same check as `/health/ready`.
+async fn assert_actuator(app: &TestApp, database_up: bool) {
+    let (status, word) = if database_up {
+        (200, "UP")
+    } else {
+        (503, "DOWN")
+    };
+    for path in ["/actuator/health", "/actuator/health/readiness"] {
+        let reply = get(app, path, None).await;
+        assert_eq!(reply.status.as_u16(), status, "{path}: {}", reply.text);
+        assert_eq!(
+            reply.headers.get("content-type").unwrap(),
+            "application/json"
+        );
+        assert_eq!(reply.json(), json!({ "status": word }), "{path}");
+    }
+    let live = get(app, "/actuator/health/liveness", None).await;
+    assert_eq!(live.status, 200);
+    assert_eq!(live.json(), json!({ "status": "UP" }));
+    let info = get(app, "/actuator/info", None).await;
+    assert_eq!(info.status, 200);
+    assert!(info.json().is_object());
+    let prometheus = get(app, "/actuator/prometheus", None).await;
+    assert_eq!(prometheus.status, 200);
+    assert!(prometheus
+        .headers
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    // The same numbers as /metrics: one exposition, two paths.
+    assert!(prometheus
+        .text
+        .contains("# TYPE http_requests_total counter"));
+    assert!(prometheus
+        .text
+        .contains("route=\"/actuator/health\",method=\"GET\""));
 }

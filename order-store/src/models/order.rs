@@ -110,6 +110,39 @@ pub struct NewOrder {
     pub session_id: Option<Uuid>,
 }
 
+/// A stored order as the input of an insert (backfill copies rows this way): the same
+/// fields, nothing left to the database's defaults.
+impl From<Order> for NewOrder {
+    fn from(order: Order) -> Self {
+        Self {
+            id: order.id,
+            store_number: order.store_number,
+            order_number: order.order_number,
+            customer_id: order.customer_id,
+            fulfillment_type: order.fulfillment_type,
+            fulfillment_date: order.fulfillment_date,
+            reservation_id: order.reservation_id,
+            subtotal: order.subtotal,
+            discount_total: Some(order.discount_total),
+            tax_total: Some(order.tax_total),
+            fulfillment_cost: Some(order.fulfillment_cost),
+            grand_total: order.grand_total,
+            payment_status: Some(order.payment_status),
+            payment_method: order.payment_method,
+            payment_reference: order.payment_reference,
+            status: Some(order.status),
+            line_items: order.line_items,
+            applied_discounts: order.applied_discounts,
+            customer_snapshot: order.customer_snapshot,
+            fulfillment_details: order.fulfillment_details,
+            created_at: Some(order.created_at),
+            updated_at: Some(order.updated_at),
+            created_by: order.created_by,
+            session_id: order.session_id,
+        }
+    }
+}
+
 fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -318,7 +351,7 @@ impl NewOrder {
             errors.push(FieldError::new("storeNumber", "Must be between 1 and 2000"));
         }
         if self.order_number.trim().is_empty() {
-            errors.push(FieldError::new("orderNumber", "Required"));
+            errors.push(FieldError::new("orderNumber", crate::error::REQUIRED));
         }
         let lengths = [
             ("orderNumber", Some(&self.order_number), 50),

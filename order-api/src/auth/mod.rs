@@ -1,21 +1,23 @@
-//! Bearer-token authentication (CONTRACT 5): RS256/ES256 JWTs from the user-service, checked
+//! Bearer-token authentication (docs/compatibility.md §5): RS256/ES256 JWTs from the user-service, checked
 //! for signature, `exp`/`nbf` (30 s skew), issuer allow-list and audience; scopes from
 //! `scope`, `scp` or `scopes`.
 //!
 //! Only asymmetric algorithms are accepted: with HMAC a public key would double as the
 //! signing secret, and `alg: none` is not even parsed by `jsonwebtoken`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use warp::Filter;
 
 use crate::error::ApiError;
+
+mod jwks;
+use jwks::JwksCache;
 
 /// Allowed clock difference between the issuer and this server.
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -71,8 +73,10 @@ pub enum AuthConfigError {
     },
     #[error("the JWT public key file {0} holds neither an RSA nor an EC public key in PEM")]
     KeyFormat(String),
-    #[error("invalid JWKS URL {0:?}: only http:// URLs are supported")]
+    #[error("invalid JWKS URL {0:?}: expected an https:// (or http://) URL with a host")]
     JwksUrl(String),
+    #[error("cannot set up TLS for the JWKS fetch: {0}")]
+    JwksTls(String),
 }
 
 /// One verification key and the algorithm it is used with.
@@ -262,152 +266,6 @@ fn load_pem(path: &Path) -> Result<VerifyKey, AuthConfigError> {
         algorithm,
         key,
     })
-}
-
-#[derive(Debug, thiserror::Error)]
-enum JwksError {
-    #[error("JWKS fetch timed out")]
-    Timeout,
-    #[error("JWKS fetch failed: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("JWKS endpoint answered {0}")]
-    Status(warp::http::StatusCode),
-    #[error("JWKS too large")]
-    TooLarge,
-    #[error("JWKS is not JSON: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-#[derive(Deserialize)]
-struct RawJwks {
-    keys: Vec<serde_json::Value>,
-}
-
-/// The user-service's keys, fetched once and again only when a token names an unknown `kid`.
-struct JwksCache {
-    url: hyper::Uri,
-    client: hyper::Client<hyper::client::HttpConnector>,
-    keys: tokio::sync::RwLock<Arc<HashMap<String, VerifyKey>>>,
-    /// When the last fetch started; held while fetching so concurrent misses share one fetch.
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
-}
-
-impl JwksCache {
-    fn new(url: &str) -> Result<Self, AuthConfigError> {
-        let uri: hyper::Uri = url
-            .parse()
-            .map_err(|_| AuthConfigError::JwksUrl(url.to_owned()))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(AuthConfigError::JwksUrl(url.to_owned()));
-        }
-        Ok(Self {
-            url: uri,
-            client: hyper::Client::new(),
-            keys: tokio::sync::RwLock::new(Arc::new(HashMap::new())),
-            last_fetch: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    async fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Option<VerifyKey> {
-        let keys = self.keys.read().await.clone();
-        match kid {
-            Some(kid) => keys.get(kid).filter(|k| k.algorithm == alg).cloned(),
-            // Without a kid the token is only acceptable if the set leaves no choice.
-            None if keys.len() == 1 => keys.values().find(|k| k.algorithm == alg).cloned(),
-            None => None,
-        }
-    }
-
-    async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Option<VerifyKey> {
-        if let Some(key) = self.lookup(kid, alg).await {
-            return Some(key);
-        }
-        {
-            let mut last = self.last_fetch.lock().await;
-            // Another request may have refreshed while this one waited for the lock.
-            if let Some(key) = self.lookup(kid, alg).await {
-                return Some(key);
-            }
-            if last.is_some_and(|t| t.elapsed() < JWKS_MIN_REFRESH) {
-                return None;
-            }
-            *last = Some(Instant::now());
-            if let Err(e) = self.fetch_and_store().await {
-                tracing::warn!(error = %e, "JWKS refresh failed");
-                return None;
-            }
-        }
-        self.lookup(kid, alg).await
-    }
-
-    async fn refresh(&self) -> Result<(), JwksError> {
-        let mut last = self.last_fetch.lock().await;
-        *last = Some(Instant::now());
-        self.fetch_and_store().await
-    }
-
-    async fn fetch_and_store(&self) -> Result<(), JwksError> {
-        let keys = tokio::time::timeout(JWKS_FETCH_TIMEOUT, self.fetch())
-            .await
-            .map_err(|_| JwksError::Timeout)??;
-        tracing::info!(keys = keys.len(), "JWKS loaded");
-        *self.keys.write().await = Arc::new(keys);
-        Ok(())
-    }
-
-    async fn fetch(&self) -> Result<HashMap<String, VerifyKey>, JwksError> {
-        use hyper::body::HttpBody;
-        let response = self.client.get(self.url.clone()).await?;
-        if !response.status().is_success() {
-            return Err(JwksError::Status(response.status()));
-        }
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.data().await {
-            bytes.extend_from_slice(&chunk?);
-            if bytes.len() > JWKS_MAX_BYTES {
-                return Err(JwksError::TooLarge);
-            }
-        }
-        let raw: RawJwks = serde_json::from_slice(&bytes)?;
-        // A key this server cannot use (another type, no kid) is skipped, not fatal: the set
-        // may legitimately hold keys for other consumers.
-        Ok(raw
-            .keys
-            .into_iter()
-            .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
-            .filter_map(|jwk| {
-                let kid = jwk.common.key_id.clone()?;
-                let algorithm = jwk_algorithm(&jwk)?;
-                let key = DecodingKey::from_jwk(&jwk).ok()?;
-                Some((
-                    kid.clone(),
-                    VerifyKey {
-                        kid: Some(kid),
-                        algorithm,
-                        key,
-                    },
-                ))
-            })
-            .collect())
-    }
-}
-
-/// RS256 for RSA keys and ES256 for P-256 keys, unless the key names another algorithm.
-fn jwk_algorithm(jwk: &Jwk) -> Option<Algorithm> {
-    let inferred = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
-            Algorithm::ES256
-        }
-        _ => return None,
-    };
-    match jwk.common.key_algorithm {
-        None => Some(inferred),
-        Some(KeyAlgorithm::RS256) if inferred == Algorithm::RS256 => Some(inferred),
-        Some(KeyAlgorithm::ES256) if inferred == Algorithm::ES256 => Some(inferred),
-        Some(_) => None,
-    }
 }
 
 /// Authenticates the request and requires `scope`: 401 without a valid token, 403 without

@@ -1,0 +1,175 @@
+//! The layers every request passes through, outside the routes: the route table (metrics
+//! labels, `Allow` headers), the request's trace id, and the finishing of every response
+//! (error bodies with path and trace id, metrics, the request log line).
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use warp::http::{header, HeaderMap, HeaderValue, Method};
+use warp::hyper::Body;
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::error::ErrorBody;
+use crate::metrics::Metrics;
+
+/// Every route the server answers, as `(method, path template)`: the metrics' route labels
+/// and the OpenAPI test both read it. More specific templates come first.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/orders"),
+    ("GET", "/orders/number/{orderNumber}"),
+    ("GET", "/orders/store/{storeNumber}"),
+    ("GET", "/orders/customer/{customerId}"),
+    ("GET", "/orders/{orderId}"),
+    ("PATCH", "/orders/{orderId}/status"),
+    ("PATCH", "/orders/{orderId}/fulfillment"),
+    ("POST", "/orders/{orderId}/cancel"),
+    ("POST", "/orders/{orderId}/notes"),
+    ("POST", "/graphql"),
+    ("GET", "/graphiql"),
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/actuator/health"),
+    ("GET", "/actuator/health/liveness"),
+    ("GET", "/actuator/health/readiness"),
+    ("GET", "/actuator/info"),
+    ("GET", "/actuator/prometheus"),
+    ("GET", "/openapi.json"),
+];
+
+/// Whether `path` is an instance of `template` (`{name}` matches any one segment).
+fn template_matches(template: &str, path: &str) -> bool {
+    let mut parts = template.trim_matches('/').split('/');
+    let mut segments = path.trim_matches('/').split('/');
+    loop {
+        match (parts.next(), segments.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p.starts_with('{') || p == s => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The template of `path`, or `"unmatched"`: metrics labels must not grow with client input.
+pub fn route_label(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .map(|(_, template)| *template)
+        .find(|template| template_matches(template, path))
+        .unwrap_or("unmatched")
+}
+
+/// The methods some route answers at `path`, for the `Allow` header of a 405 (RFC 9110
+/// 15.5.6: a 405 must list them).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let mut methods: Vec<&'static str> = ROUTES
+        .iter()
+        .filter(|(_, template)| template_matches(template, path))
+        .map(|(method, _)| *method)
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
+}
+
+/// What the outermost layer needs to finish a response.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub path: String,
+    pub method: Method,
+    pub trace_id: Option<String>,
+    pub started: Instant,
+}
+
+/// The trace id of a W3C `traceparent` header, else a sane `X-Request-Id`.
+pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let parts: Vec<&str> = v.trim().split('-').collect();
+            let id = *parts.get(1)?;
+            let valid = parts.len() >= 4
+                && id.len() == 32
+                && id.bytes().all(|b| b.is_ascii_hexdigit())
+                && id.bytes().any(|b| b != b'0');
+            valid.then(|| id.to_ascii_lowercase())
+        });
+    traceparent.or_else(|| {
+        headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned)
+    })
+}
+
+pub fn request_info() -> impl Filter<Extract = (RequestInfo,), Error = Infallible> + Clone {
+    warp::path::full()
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .map(
+            |path: warp::path::FullPath, method: Method, headers: HeaderMap| RequestInfo {
+                path: path.as_str().to_owned(),
+                method,
+                trace_id: trace_id(&headers),
+                started: Instant::now(),
+            },
+        )
+}
+
+/// Writes a pending error body (with path and trace id), records metrics and logs.
+pub fn finish(metrics: &Metrics, info: &RequestInfo, mut response: Response) -> Response {
+    if let Some(body) = response.extensions_mut().remove::<ErrorBody>() {
+        let json = body.to_json(&info.path, info.trace_id.as_deref());
+        *response.body_mut() = Body::from(json.to_string());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    if response.status() == warp::http::StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = allowed_methods(&info.path).join(", ");
+        if let Ok(value) = HeaderValue::from_str(&allowed) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+    }
+    let status = response.status().as_u16();
+    let elapsed = info.started.elapsed();
+    metrics.observe(
+        route_label(&info.path),
+        info.method.as_str(),
+        status,
+        elapsed,
+    );
+    tracing::debug!(
+        method = %info.method,
+        path = %info.path,
+        status,
+        trace_id = info.trace_id.as_deref().unwrap_or(""),
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn route_labels_are_templates() {
+        assert_eq!(route_label("/orders"), "/orders");
+        assert_eq!(route_label("/orders/abc"), "/orders/{orderId}");
+        assert_eq!(
+            route_label("/orders/number/N-1"),
+            "/orders/number/{orderNumber}"
+        );
+        assert_eq!(route_label("/orders/abc/notes"), "/orders/{orderId}/notes");
+        assert_eq!(route_label("/orders/abc/other"), "unmatched");
+        assert_eq!(route_label("/health/live"), "/health/live");
+        assert_eq!(route_label("/"), "unmatched");
+    }
+}
