@@ -1,4 +1,4 @@
-"""Events for the ingest campaign: valid orders in checkout's exact format (CONTRACT 1), and
+"""Events for the ingest campaign: valid orders in checkout's exact format (docs/compatibility.md §1), and
 poison of every permanent-failure class, each tagged with what must become of it."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 -- The orders table exactly as the existing service's Flyway V1__create_orders_table.sql
--- created it (CONTRACT section 2). Every statement is IF NOT EXISTS so that running this
+-- created it (docs/compatibility.md §2). Every statement is IF NOT EXISTS so that running this
 -- migration on a database that Flyway already created is a no-op: the table and its data are
 -- adopted, and only diesel's bookkeeping table is added.
 CREATE TABLE IF NOT EXISTS orders (

@@ -4,18 +4,18 @@
 //! It follows the shape of vector's queue sources: one task, `tokio::select!` between the
 //! shutdown signal and one read, and the batch that was read is always finished (inserted,
 //! dead-lettered, acknowledged) before the next read starts. There is no timer that starts
-//! reads, so reads never overlap (CONTRACT defect 3) and memory is bounded by one batch.
+//! reads, so reads never overlap (docs/compatibility.md §6.3) and memory is bounded by one batch.
 //!
 //! Failure handling:
 //! - Permanent (the entry itself is wrong): dead letter, then acknowledge.
 //! - Transient (database or Redis unreachable, timeouts, pool exhausted): nothing is
 //!   acknowledged or dead-lettered; the step is retried with capped exponential backoff and
-//!   jitter until it succeeds (CONTRACT defect 2). While it holds a batch, the consumer
+//!   jitter until it succeeds (docs/compatibility.md §6.2). While it holds a batch, the consumer
 //!   refreshes the idle time of its entries (`XCLAIM ... JUSTID`, which does not count as a
 //!   delivery), so a long outage does not let other pods claim them and push them over
 //!   `--max-deliveries`.
 //! - Dead consumers: entries idle on another consumer for `--claim-idle-ms` are claimed with
-//!   `XAUTOCLAIM` (CONTRACT defect 1); an entry delivered more than `--max-deliveries` times
+//!   `XAUTOCLAIM` (docs/compatibility.md §6.1); an entry delivered more than `--max-deliveries` times
 //!   is dead-lettered with its delivery count.
 
 use std::sync::Arc;

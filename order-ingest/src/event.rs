@@ -3,7 +3,7 @@
 //! The CloudEvent envelope is decoded here by hand rather than with cloudevents-sdk: the SDK
 //! parses `time` as strict RFC 3339 and rejects the whole event when it fails, but checkout
 //! writes `time` with Java's `OffsetDateTime.toString()`, which drops the seconds when they are
-//! zero (`2025-12-13T10:15Z`). CONTRACT 1.2 says such an event, or one without `subject`, is
+//! zero (`2025-12-13T10:15Z`). docs/compatibility.md §1.2 says such an event, or one without `subject`, is
 //! still a valid order, and rejecting it would dead-letter a real sale. So only what identifies
 //! an event (`specversion`, `id`, `source`, `type`) is required, optional attributes are not
 //! interpreted at all, and `data` is kept as raw JSON so that money reaches

@@ -3,7 +3,7 @@
 //!
 //! The entries have checkout's field layout (`eventId`, `eventType`, `payload`) and the payload
 //! is a structured-mode CloudEvent built with cloudevents-sdk. Money is printed the way
-//! checkout's serializer prints it (CONTRACT 1.3): like a Java `double` (`10.0`, `4.4`), `0`
+//! checkout's serializer prints it (docs/compatibility.md §1.3): like a Java `double` (`10.0`, `4.4`), `0`
 //! for an integral zero, and exponent form from 10^7 up (`1.2345678E7`).
 
 use std::time::{Duration, Instant};

@@ -21,7 +21,7 @@ pub enum RedisFailure {
 }
 
 impl RedisFailure {
-    /// The group (or the whole stream) is gone, e.g. the key was evicted (CONTRACT defect 7).
+    /// The group (or the whole stream) is gone, e.g. the key was evicted (docs/compatibility.md §6.7).
     pub fn is_no_group(&self) -> bool {
         matches!(self, RedisFailure::Redis(e) if e.code() == Some("NOGROUP"))
     }

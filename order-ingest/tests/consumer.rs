@@ -521,7 +521,7 @@ async fn connections_killed_during_a_blocking_read_are_rebuilt() {
     assert_eq!(stream.pending("order-service"), 0);
 }
 
-/// The Redis server restarts empty (no persistence, CONTRACT defect 7): the group is gone;
+/// The Redis server restarts empty (no persistence, docs/compatibility.md §6.7): the group is gone;
 /// the consumer recreates it and consumes what is published afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_stream_and_group_are_recreated() {

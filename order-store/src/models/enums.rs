@@ -100,7 +100,7 @@ string_enum!(
 );
 
 impl OrderStatus {
-    /// The transition rules of CONTRACT section 4, in the one place they are written down.
+    /// The transition rules of docs/compatibility.md §4, in the one place they are written down.
     pub fn can_become(self, next: OrderStatus) -> bool {
         use OrderStatus::{Cancelled, Created, Delivered, Paid, Processing, Refunded, Shipped};
         matches!(

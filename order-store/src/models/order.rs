@@ -1,6 +1,6 @@
 //! `Order` as stored, `NewOrder` as checkout publishes it, and their nested types.
 //!
-//! Both read and write checkout's JSON (CONTRACT section 1.3): camelCase, every field written
+//! Both read and write checkout's JSON (docs/compatibility.md §1.3): camelCase, every field written
 //! (absent values as `null`), unknown fields ignored, money exact, `lineTotal` computed.
 
 use bigdecimal::BigDecimal;
@@ -269,7 +269,7 @@ pub fn has_nul(text: &str) -> bool {
     text.contains('\0')
 }
 
-/// Stores are numbered 1..=2000 (CONTRACT section 1.3).
+/// Stores are numbered 1..=2000 (docs/compatibility.md §1.3).
 pub const STORE_NUMBERS: std::ops::RangeInclusive<i32> = 1..=2000;
 
 impl NewOrder {
