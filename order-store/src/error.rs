@@ -132,9 +132,10 @@ impl From<diesel::ConnectionError> for StoreError {
     }
 }
 
-/// The error and each cause it wraps that adds something ("error connecting to server:
-/// Connection refused"): connection errors keep the useful part in their sources.
-fn with_causes(error: &dyn std::error::Error) -> String {
+/// The error and each cause it wraps that adds something, on one line ("error connecting to
+/// server: Connection refused", "invalid peer certificate: UnknownIssuer"): connection and TLS
+/// errors keep the useful part in their sources.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -145,7 +146,7 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    text.replace('\n', " ")
 }
 
 impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for StoreError {

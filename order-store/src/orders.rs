@@ -197,6 +197,18 @@ macro_rules! details_with_note {
     }};
 }
 
+/// Runs one `UPDATE … RETURNING` of an order: the order as updated, or `None` when the
+/// statement's filter matched no row (no such order, or a compare-and-set that lost).
+async fn updated_order<'q, Q>(
+    conn: &mut AsyncPgConnection,
+    update: Q,
+) -> Result<Option<Order>, StoreError>
+where
+    Q: diesel_async::methods::LoadQuery<'q, AsyncPgConnection, Order> + 'q,
+{
+    Ok(update.get_result(conn).await.optional()?)
+}
+
 /// Moves the order to `to` if the transition rules allow it from its current status, as one
 /// compare-and-set `UPDATE ... WHERE id = $1 AND status = ANY($predecessors)`. Two concurrent
 /// changes are serialised by the row lock: the second sees the first's result and is judged
@@ -206,19 +218,20 @@ pub async fn update_status(
     id: Uuid,
     to: OrderStatus,
 ) -> Result<Order, StoreError> {
-    let updated = diesel::update(
-        orders::table
-            .find(id)
-            .filter(orders::status.eq_any(OrderStatus::predecessors(to))),
+    let updated = updated_order(
+        conn,
+        diesel::update(
+            orders::table
+                .find(id)
+                .filter(orders::status.eq_any(OrderStatus::predecessors(to))),
+        )
+        .set((
+            orders::status.eq(to),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(Order::as_returning()),
     )
-    .set((
-        orders::status.eq(to),
-        orders::updated_at.eq(diesel::dsl::now),
-    ))
-    .returning(Order::as_returning())
-    .get_result(conn)
-    .await
-    .optional()?;
+    .await?;
     match updated {
         Some(order) => Ok(order),
         None => Err(StoreError::InvalidTransition {
@@ -236,20 +249,22 @@ pub async fn cancel(
     reason: &str,
 ) -> Result<Order, StoreError> {
     required("reason", reason)?;
-    let updated = diesel::update(
-        orders::table
-            .find(id)
-            .filter(orders::status.eq_any(OrderStatus::predecessors(OrderStatus::Cancelled))),
+    let updated = updated_order(
+        conn,
+        diesel::update(
+            orders::table
+                .find(id)
+                .filter(orders::status.eq_any(OrderStatus::predecessors(OrderStatus::Cancelled))),
+        )
+        .set((
+            orders::status.eq(OrderStatus::Cancelled),
+            orders::fulfillment_details
+                .eq(details_with_note!(format!("Cancelled: {}", reason.trim()))),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(Order::as_returning()),
     )
-    .set((
-        orders::status.eq(OrderStatus::Cancelled),
-        orders::fulfillment_details.eq(details_with_note!(format!("Cancelled: {}", reason.trim()))),
-        orders::updated_at.eq(diesel::dsl::now),
-    ))
-    .returning(Order::as_returning())
-    .get_result(conn)
-    .await
-    .optional()?;
+    .await?;
     match updated {
         Some(order) => Ok(order),
         None => Err(StoreError::CannotCancel(current_status(conn, id).await?)),
@@ -297,16 +312,15 @@ pub async fn update_fulfillment(
     let fulfillment_date = sql::<Nullable<Timestamptz>>("COALESCE(")
         .bind::<Nullable<Timestamptz>, _>(update.fulfillment_date)
         .sql(", orders.fulfillment_date)");
-    diesel::update(orders::table.find(id))
+    let update = diesel::update(orders::table.find(id))
         .set((
             orders::fulfillment_details.eq(details),
             orders::fulfillment_date.eq(fulfillment_date),
             orders::updated_at.eq(diesel::dsl::now),
         ))
-        .returning(Order::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?
+        .returning(Order::as_returning());
+    updated_order(conn, update)
+        .await?
         .ok_or_else(|| not_found(id))
 }
 
@@ -317,15 +331,14 @@ pub async fn append_note(
     note: &str,
 ) -> Result<Order, StoreError> {
     required("note", note)?;
-    diesel::update(orders::table.find(id))
+    let update = diesel::update(orders::table.find(id))
         .set((
             orders::fulfillment_details.eq(details_with_note!(note.to_owned())),
             orders::updated_at.eq(diesel::dsl::now),
         ))
-        .returning(Order::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?
+        .returning(Order::as_returning());
+    updated_order(conn, update)
+        .await?
         .ok_or_else(|| not_found(id))
 }
 

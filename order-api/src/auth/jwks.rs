@@ -18,7 +18,7 @@ use super::{AuthConfigError, VerifyKey, JWKS_FETCH_TIMEOUT, JWKS_MAX_BYTES, JWKS
 pub(super) enum JwksError {
     #[error("JWKS fetch timed out")]
     Timeout,
-    #[error("JWKS fetch failed: {}", with_causes(.0))]
+    #[error("JWKS fetch failed: {}", order_store::error::with_causes(.0))]
     Http(#[from] hyper::Error),
     #[error("JWKS endpoint answered {0}")]
     Status(warp::http::StatusCode),
@@ -31,21 +31,6 @@ pub(super) enum JwksError {
 #[derive(Deserialize)]
 struct RawJwks {
     keys: Vec<serde_json::Value>,
-}
-
-/// hyper puts the reason a connection failed (a refused certificate, say) in its sources.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// hyper 0.14's connector for the JWKS fetch: plain TCP for `http://`, and for `https://`

@@ -39,9 +39,10 @@ impl PgConnector {
             (mode, _) => mode,
         };
         let verifier: Arc<dyn ServerCertVerifier> = match mode {
-            SslMode::Disable | SslMode::Prefer | SslMode::Require => {
-                Arc::new(EncryptOnly(provider()))
-            }
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(LibpqVerifier {
+                roots: None,
+                provider: provider(),
+            }),
             SslMode::VerifyCa | SslMode::VerifyFull => {
                 let roots = match &explicit_roots {
                     Some(pem) => store_from(
@@ -64,8 +65,8 @@ impl PgConnector {
                             message: e.to_string(),
                         })?
                 } else {
-                    Arc::new(ChainOnly {
-                        roots,
+                    Arc::new(LibpqVerifier {
+                        roots: Some(roots),
                         provider: provider(),
                     })
                 }
@@ -86,8 +87,9 @@ impl PgConnector {
     /// Connects with `url` (TLS parameters already taken off) and hands the connection to
     /// diesel-async.
     pub async fn establish(&self, url: &str) -> ConnectionResult<AsyncPgConnection> {
-        let bad =
-            |e: &tokio_postgres::Error| diesel::ConnectionError::BadConnection(with_causes(e));
+        let bad = |e: &tokio_postgres::Error| {
+            diesel::ConnectionError::BadConnection(crate::error::with_causes(e))
+        };
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| bad(&e))?;
         config.ssl_mode(match self.mode {
@@ -106,22 +108,6 @@ impl PgConnector {
     }
 }
 
-/// tokio-postgres keeps the useful part ("invalid peer certificate: UnknownIssuer", the server's
-/// message) in the error's sources: one line with all of them.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text.replace('\n', " ")
-}
-
 /// Connects one connection to the URL, honouring its `sslmode` and `sslrootcert`.
 pub async fn establish(url: &str) -> ConnectionResult<AsyncPgConnection> {
     let (url, params) = split_pg_url(url)
@@ -131,64 +117,16 @@ pub async fn establish(url: &str) -> ConnectionResult<AsyncPgConnection> {
     connector.establish(&url).await
 }
 
-/// `prefer` and `require`: encrypted, the certificate not checked (libpq's meaning), but the
-/// handshake signatures still verified.
+/// libpq's checks short of `verify-full`: with no `roots` (`prefer`, `require`) the
+/// connection is encrypted but the certificate not checked; with `roots` (`verify-ca`) the chain
+/// must lead to one of them, the host name unchecked. Handshake signatures are verified always.
 #[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to a trusted root; the host name is not checked.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct LibpqVerifier {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LibpqVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -197,14 +135,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
