@@ -31,7 +31,7 @@ SCENARIOS = {
     "redis-restart": "(d) Redis (AOF on) restarted mid-run",
     "db-outage": "(e) database unreachable (silent partition)",
 }
-STAGES = ["ingest", "api", "security", "schemathesis", "fuzz", "rolling"]
+STAGES = ["ingest", "api", "security", "schemathesis", "fuzz", "rolling", "transport"]
 
 
 class Ctx:
@@ -68,6 +68,10 @@ def parse():
     p.add_argument("--rolling-rate", type=int, default=400, help="rolling stage: client requests per second through HAProxy")
     p.add_argument("--rolling-workers", type=int, default=8, help="rolling stage: client threads (one keep-alive connection each)")
     p.add_argument("--rolling-settle-s", type=float, default=3, help="rolling stage: seconds of load between restarts")
+    p.add_argument("--transport-timeout", type=int, default=900,
+                   help="transport stage: seconds each crate's `cargo test` run may take (the build is bounded apart)")
+    p.add_argument("--transport-build-timeout", type=int, default=2400,
+                   help="transport stage: seconds each crate's test build may take (including waiting for cargo's lock)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep", action="store_true", help="keep databases, stream keys and the work dir")
     p.add_argument("--out", default=None, help="report path (default docs/RELIABILITY.md)")
@@ -104,6 +108,8 @@ def machine_facts(ctx) -> dict:
         "cpus": os.cpu_count(), "cpu": cpu, "memory": mem, "kernel": platform.release(),
         "rustc": cmd("rustc", "--version"), "postgres": cmd(f"{infra.PG_BIN}/postgres", "--version"),
         "redis": cmd("redis-server", "--version"),
+        "pgbouncer": cmd("/usr/sbin/pgbouncer", "--version") if os.path.exists("/usr/sbin/pgbouncer") else "missing",
+        "openssl": cmd("openssl", "version"),
         "haproxy": cmd("haproxy", "-v") if shutil.which("haproxy") else "missing",
         "wrk": cmd("wrk", "-v") if shutil.which("wrk") else "missing",
         "schemathesis": cmd(os.path.join(ctx.venv, "bin", "st"), "--version"),
@@ -153,6 +159,7 @@ SECTION_TITLES = {
     "schemathesis": "4. Schema fuzzing (schemathesis)",
     "security": "5. Security",
     "rolling": "6. Rolling restart behind HAProxy",
+    "transport": "7. TLS and connection poolers",
 }
 _START = re.compile(r"^<!-- section (\w+) run (.+?) -->$")
 _RUNS = re.compile(r"^<!-- runs: (\{.*\}) -->$", re.M)
@@ -464,6 +471,11 @@ def write_report(ctx, facts, results, path, started):
     if rol:
         w = section("rolling")
         render_rolling(w, rol)
+    tr = results.get("transport")
+    if tr:
+        import transport
+        w = section("transport")
+        transport.render(w, SECTION_TITLES["transport"], tr)
     ran = results.get("_stages") or [k for k in SECTION_TITLES if k in results]
     sections = {k: v for k, v in sections.items() if k in ran}
     old_runs, old_sections = read_report(path)
@@ -502,8 +514,9 @@ def write_report(ctx, facts, results, path, started):
         w(f"| {label[rid]} | {cmd} | {rid} | {r['took']} | {secs} |")
     w("")
     w("Every server a run used was its own: a private PostgreSQL cluster (initdb into a temp dir), a private "
-      "Redis with AOF on and, for section 6, a private HAProxy, all on spare loopback ports; the shared "
-      "PostgreSQL and Redis were not touched.")
+      "Redis with AOF on, for section 6 a private HAProxy and for section 7 the TLS PostgreSQL and Redis and "
+      "the PgBouncer the tests start themselves, all on spare loopback ports; the shared PostgreSQL and "
+      "Redis were not touched.")
     w("")
     w(f"<!-- runs: {json.dumps({rid: runs[rid] for rid in order})} -->")
     w("")
@@ -540,6 +553,7 @@ def write_report(ctx, facts, results, path, started):
     w("    bench/faults/run.sh                                   # short configuration, about 10 minutes")
     w("    bench/faults/run.sh --events 50000 --rate 1000        # the 50,000-event campaign, about 16 minutes")
     w("    bench/faults/run.sh --stages rolling                  # one stage; the other sections are kept")
+    w("    bench/faults/run.sh --stages transport                # the TLS and PgBouncer tests (cargo test)")
     w("    bench/faults/run.sh --render-from target/faults/results.json   # rewrite this file only")
     w("")
     w("`bench/faults/run.sh --help` lists every flag (scenarios, stages, rates, durations). `--bin-dir target/debug` "
@@ -642,6 +656,13 @@ def main():
         if "fuzz" in stages:
             import fuzzing
             results["fuzz"] = fuzzing.run(ctx)
+        if "transport" in stages:
+            import transport
+            try:
+                results["transport"] = transport.run(ctx)
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                results["transport"] = {"error": repr(e), "pass": False}
     finally:
         facts = machine_facts(ctx)
         infra.cleanup()
@@ -662,14 +683,15 @@ def main():
     fz = [f for f in results.get("fuzz", []) if f.get("panics") or f.get("error")]
     st_errors = results.get("schemathesis", {}).get("server_errors", 0)
     rolling_ok = results.get("rolling", {}).get("pass", "rolling" not in stages)
+    transport_ok = results.get("transport", {}).get("pass", "transport" not in stages)
     ok = (not failed and api_ok and sec.get("tried", 0) == sec.get("passed", 0) and not fz and not st_errors
-          and rolling_ok)
+          and rolling_ok and transport_ok)
     if own_workdir and not args.keep and ok:
         shutil.rmtree(args.workdir, ignore_errors=True)
     else:
         log(f"logs kept in {args.workdir}")
     log("ALL PASS" if ok else f"FAILURES: scenarios {failed}, api ok {api_ok}, fuzz {[f['target'] for f in fz]}, "
-        f"schemathesis 500s {st_errors}, rolling ok {rolling_ok}")
+        f"schemathesis 500s {st_errors}, rolling ok {rolling_ok}, transport ok {transport_ok}")
     sys.exit(0 if ok else 1)
 
 

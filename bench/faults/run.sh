@@ -7,6 +7,7 @@
 #   bench/faults/run.sh --render-from target/faults/results.json   # rewrite the report only
 #   bench/faults/run.sh --stages ingest --scenarios kill,db-outage --events 2000
 #   bench/faults/run.sh --bin-dir target/debug --stages rolling   # one stage, debug binaries
+#   bench/faults/run.sh --bin-dir target/debug --stages transport # the TLS/PgBouncer tests only
 #
 # A run of some stages rewrites only their sections of docs/RELIABILITY.md; the other sections
 # are kept as the run that wrote them left them (the report's run table says which run wrote what).
@@ -28,6 +29,15 @@
 #                 SIGTERMed (--rolling-delay-ms shutdown delay), must exit 0 within 30 s, is started
 #                 again on its port and waited for until HAProxy sees it UP (--rolling-cycles times).
 #                 Pass: zero non-2xx and zero connection errors at the client, every exit 0.
+#   transport     the TLS and PgBouncer integration tests (tests/tls.rs, tests/pgbouncer.rs of
+#                 order-store, order-api, order-ingest) through `cargo test --locked --no-fail-fast
+#                 -p CRATE --test tls --test pgbouncer -- --test-threads=1`, one crate at a time,
+#                 each build and run bounded (--transport-build-timeout, --transport-timeout);
+#                 one report row per test (what it proves, duration, ok/FAILED). The TLS tests
+#                 start their own PostgreSQL (ssl=on) and Redis (TLS) with generated certificates;
+#                 the PgBouncer tests get the private servers below through TEST_DATABASE_URL /
+#                 TEST_REDIS_URL. Ignores --bin-dir (cargo builds the test binaries into
+#                 target/debug).
 #
 # Everything runs on loopback against PRIVATE servers started here: a PostgreSQL cluster
 # (initdb into a temp dir, spare port) and a Redis with AOF on (spare port). The shared
@@ -37,7 +47,8 @@
 #
 # Needs: the release binaries (target/release/order-api, order-ingest, or --bin-dir DIR, e.g.
 # target/debug after `cargo build -p order-api -p order-ingest`), wrk (apt-get install wrk),
-# haproxy for the rolling stage (installed by it when missing, as root), openssl, psql, PostgreSQL 15 server binaries, redis-server, Python 3.11;
+# haproxy for the rolling stage (installed by it when missing, as root), Debian's pgbouncer
+# (/usr/sbin/pgbouncer) and cargo for the transport stage, openssl, psql, PostgreSQL 15 server binaries, redis-server, Python 3.11;
 # schemathesis and redis-py are installed into a venv under ${XDG_CACHE_HOME:-~/.cache}/order-faults;
 # cargo-fuzz (`cargo install cargo-fuzz`) for the fuzz stage (run with RUSTC_BOOTSTRAP=1 on stable).
 set -euo pipefail

@@ -75,6 +75,22 @@ async fn reads_through(bouncer: &PgBouncer, db: &TestDatabase, prepared: OnOff) 
     failures
 }
 
+/// PgBouncer's log lines that explain a failure ("got packet 'Z' from server when not linked",
+/// a closed server connection), at most 40.
+fn bouncer_complaints(bouncer: &PgBouncer) -> String {
+    let log = bouncer.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("WARNING") || line.contains("ERROR"))
+        .take(40)
+        .collect();
+    if lines.is_empty() {
+        "(none)".to_owned()
+    } else {
+        lines.join("\n")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_without_prepared_statements_works_in_transaction_mode() {
     let db = TestDatabase::new().await;
@@ -83,9 +99,10 @@ async fn the_pool_without_prepared_statements_works_in_transaction_mode() {
     let failures = reads_through(&bouncer, &db, OnOff::Off).await;
     assert!(
         failures.is_empty(),
-        "{} of 1200 reads failed, first: {:?}",
+        "{} of 1200 reads failed, first: {:?}; pgbouncer's warnings and errors:\n{}",
         failures.len(),
-        failures.first()
+        failures.first(),
+        bouncer_complaints(&bouncer)
     );
 
     // The control: with the default (named, cached statements) the same reads fail, as in

@@ -46,7 +46,7 @@ impl PgBouncer {
                  auth_type = trust\nauth_file = {d}/userlist.txt\npool_mode = {pool_mode}\n\
                  default_pool_size = {server_pool_size}\nmax_client_conn = 500\n\
                  ignore_startup_parameters = extra_float_digits,options\n\
-                 logfile = {d}/pgbouncer.log\npidfile = {d}/pgbouncer.pid\nverbose = 2\n",
+                 logfile = {d}/pgbouncer.log\npidfile = {d}/pgbouncer.pid\n",
                 d = d.display()
             ),
         )
@@ -95,8 +95,6 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
-        let _ = std::fs::create_dir_all("/tmp/pgb-logs");
-        let _ = std::fs::copy(self.dir.path().join("pgbouncer.log"), format!("/tmp/pgb-logs/{}.log", self.port));
         // pgbouncer itself (its pidfile), not runuser: SIGINT is its "shut down now".
         let pid = std::fs::read_to_string(self.dir.path().join("pgbouncer.pid"))
             .map_or_else(|_| self.child.id().to_string(), |p| p.trim().to_owned());

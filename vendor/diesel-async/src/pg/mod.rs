@@ -179,6 +179,37 @@ pub struct AsyncPgConnection {
     // through a pooler in transaction mode (PgBouncer before 1.21 cannot keep named prepared
     // statements, and a prepare and its execute in two round trips may land on two servers).
     unnamed_statements: bool,
+    // order-service patch: PgBouncer before 1.21 hands the server back to its pool at the first
+    // ReadyForQuery it forwards, so a request sent before the previous one's ReadyForQuery came
+    // back (pipelined) runs on a server the client no longer holds: its answers are dropped (the
+    // client waits for ever) or reach another client ("unexpected message from server"). With
+    // unnamed statements, requests therefore take turns (`unnamed_turn`), each read to its
+    // ReadyForQuery; a request left unfinished (its future dropped, or ended by an error, after
+    // which tokio-postgres stops reading before the ReadyForQuery) marks the connection for the
+    // pool to discard (`unnamed_unfinished`, see `is_broken`).
+    unnamed_turn: Mutex<()>,
+    unnamed_unfinished: std::sync::atomic::AtomicBool,
+}
+
+/// Marks the connection unfinished (order-service patch) unless [`Unfinished::finished`] is
+/// called: dropped with its future, or ended by an error, the request may still have answers
+/// on the way that the next request must not overtake.
+struct Unfinished<'a>(Option<&'a std::sync::atomic::AtomicBool>);
+
+impl Unfinished<'_> {
+    fn finished<T>(mut self, result: &QueryResult<T>) {
+        if result.is_ok() {
+            self.0 = None;
+        }
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0 {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
 }
 
 impl SimpleAsyncConnection for AsyncPgConnection {
@@ -199,7 +230,16 @@ impl SimpleAsyncConnection for &AsyncPgConnection {
             .map_err(ErrorHelper)
             .map_err(Into::into);
 
-        let r = drive_future(connection_future, batch_execute).await;
+        // order-service patch: one request at a time with unnamed statements (`unnamed_turn`).
+        let r = if self.unnamed_statements {
+            let _turn = self.unnamed_turn.lock().await;
+            let unfinished = Unfinished(Some(&self.unnamed_unfinished));
+            let r = drive_future(connection_future, batch_execute).await;
+            unfinished.finished(&r);
+            r
+        } else {
+            drive_future(connection_future, batch_execute).await
+        };
         let r = {
             let mut transaction_manager = self.transaction_state.lock().await;
             update_transaction_manager_status(r, &mut transaction_manager)
@@ -356,7 +396,20 @@ async fn load_prepared(
 ) -> QueryResult<BoxStream<'static, QueryResult<PgRow>>> {
     let res = match stmt {
         Prepared::Named(stmt) => conn.query_raw(&stmt, binds).await,
-        Prepared::Unnamed(sql, types) => conn.query_typed_raw(&sql, binds.into_iter().zip(types)).await,
+        Prepared::Unnamed(sql, types) => {
+            // order-service patch: read the answer to its ReadyForQuery before handing out the
+            // rows, so that `get_result`/`first`, which stop after one row, do not let the next
+            // request overtake it (see `unnamed_turn`).
+            let rows = conn
+                .query_typed_raw(&sql, binds.into_iter().zip(types))
+                .await
+                .map_err(ErrorHelper)?
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(ErrorHelper)?;
+            return Ok(futures_util::stream::iter(rows.into_iter().map(|row| Ok(PgRow::new(row))))
+                .boxed());
+        }
     }
     .map_err(ErrorHelper)?;
 
@@ -540,6 +593,8 @@ impl AsyncPgConnection {
             shutdown_channel,
             instrumentation,
             unnamed_statements: false,
+            unnamed_turn: Mutex::new(()),
+            unnamed_unfinished: std::sync::atomic::AtomicBool::new(false),
         };
         conn.set_config_options()
             .await
@@ -553,14 +608,15 @@ impl AsyncPgConnection {
     }
 
     async fn set_config_options(&mut self) -> QueryResult<()> {
-        use crate::run_query_dsl::RunQueryDsl;
-
-        futures_util::future::try_join(
-            diesel::sql_query("SET TIME ZONE 'UTC'").execute(&mut &*self),
-            diesel::sql_query("SET CLIENT_ENCODING TO 'UTF8'").execute(&mut &*self),
-        )
-        .await?;
-        Ok(())
+        // order-service patch: one simple query (one round trip, one ReadyForQuery) instead of
+        // two named prepared statements run concurrently. This runs before the statement cache
+        // can be disabled, and through a pooler in transaction mode the named statements were
+        // prepared on one server and bound on another ("prepared statement \"s0\" does not
+        // exist"), and the two pipelined requests (plus their asynchronous Close) outran
+        // PgBouncer's release of the server at the first ReadyForQuery, which sent their
+        // answers to other clients ("unexpected message from server") or nowhere.
+        SimpleAsyncConnection::batch_execute(self, "SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'")
+            .await
     }
 
     fn run_with_connection_future<'a, R: 'a>(
@@ -621,6 +677,8 @@ impl AsyncPgConnection {
     {
         let raw_connection = &self.conn;
         let unnamed_statements = self.unnamed_statements;
+        let unnamed_turn = &self.unnamed_turn;
+        let unnamed_unfinished = &self.unnamed_unfinished;
         let stmt_cache = &self.stmt_cache;
         let metadata_cache = &self.metadata_cache;
         let tm = &self.transaction_state;
@@ -702,7 +760,11 @@ impl AsyncPgConnection {
                     .zip(bind_collector.binds)
                     .map(|(meta, bind)| ToSqlHelper(meta, bind))
                     .collect::<Vec<_>>();
-                return callback(raw_connection, Prepared::Unnamed(sql.clone(), types), binds).await;
+                let _turn = unnamed_turn.lock().await;
+                let unfinished = Unfinished(Some(unnamed_unfinished));
+                let r = callback(raw_connection, Prepared::Unnamed(sql.clone(), types), binds).await;
+                unfinished.finished(&r);
+                return r;
             }
             let stmt = {
                 let mut stmt_cache = stmt_cache.lock().await;
@@ -1107,7 +1169,12 @@ impl crate::pooled_connection::PoolableConnection for AsyncPgConnection {
     fn is_broken(&mut self) -> bool {
         use crate::TransactionManager;
 
-        Self::TransactionManager::is_broken_transaction_manager(self) || self.conn.is_closed()
+        Self::TransactionManager::is_broken_transaction_manager(self)
+            || self.conn.is_closed()
+            // order-service patch: a request with unnamed statements left unfinished.
+            || self
+                .unnamed_unfinished
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
