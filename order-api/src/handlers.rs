@@ -114,6 +114,7 @@ pub async fn list_by_customer(
     };
     Ok(streaming::orders_array(state.db.clone(), filter, offset, limit).await?)
 }
+
 /// `GET /orders` query parameters.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
