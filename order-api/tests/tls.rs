@@ -6,12 +6,12 @@
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use order_store::test_db::TestDatabase;
-use order_store::test_tls::{spare_port, Pki, TempDir, TlsPostgres};
+use order_store::test_tls::{refusal, spare_port, Pki, TempDir, TlsPostgres};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -70,18 +70,6 @@ fn start(cmd: &mut Command, port: u16, log: &str) -> Running {
         std::thread::sleep(Duration::from_millis(100));
     }
     child
-}
-
-/// stderr of a refused start: non-zero exit, and the refusal is one line.
-fn refusal(out: &Output) -> String {
-    assert!(!out.status.success(), "started: {out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("order-api: "))
-        .collect();
-    assert_eq!(lines.len(), 1, "one line: {stderr}");
-    lines[0].to_owned()
 }
 
 #[test]
@@ -152,6 +140,7 @@ fn serves_over_verify_full_and_refuses_a_wrong_ca_or_host() {
         pki.other_ca().display()
     );
     let line = refusal(
+        "order-api",
         &api(spare_port())
             .env("DATABASE_URL", &wrong_ca)
             .arg("--auth-disabled")
@@ -170,6 +159,7 @@ fn serves_over_verify_full_and_refuses_a_wrong_ca_or_host() {
         ca.display()
     );
     let line = refusal(
+        "order-api",
         &api(spare_port())
             .env("DATABASE_URL", &wrong_host)
             .arg("--auth-disabled")

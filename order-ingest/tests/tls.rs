@@ -5,10 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use order_store::test_tls::{spare_port, Pki, TlsPostgres, TlsRedis};
+use order_store::test_tls::{refusal, spare_port, Pki, TlsPostgres, TlsRedis};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-ingest");
 
@@ -66,18 +66,6 @@ fn wait_for_orders(pg: &TlsPostgres, expected: usize, consumer: &mut Child) {
     }
 }
 
-/// stderr of a refused start: the exit status is non-zero and the refusal one line.
-fn refusal(out: &Output) -> String {
-    assert!(!out.status.success(), "started: {out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("order-ingest: "))
-        .collect();
-    assert_eq!(lines.len(), 1, "one line: {stderr}");
-    lines[0].to_owned()
-}
-
 #[test]
 fn ingests_over_verify_full_and_rediss_across_a_redis_restart() {
     let pki = Pki::new();
@@ -126,7 +114,10 @@ fn ingests_over_verify_full_and_rediss_across_a_redis_restart() {
         pg.port(),
         other.display()
     );
-    let line = refusal(&ingest(&wrong_ca, &redis.url(), &ca).output().unwrap());
+    let line = refusal(
+        "order-ingest",
+        &ingest(&wrong_ca, &redis.url(), &ca).output().unwrap(),
+    );
     assert!(
         line.contains("invalid peer certificate: UnknownIssuer"),
         "{line}"
@@ -138,16 +129,23 @@ fn ingests_over_verify_full_and_rediss_across_a_redis_restart() {
         pg.port(),
         ca.display()
     );
-    let line = refusal(&ingest(&wrong_host, &redis.url(), &ca).output().unwrap());
+    let line = refusal(
+        "order-ingest",
+        &ingest(&wrong_host, &redis.url(), &ca).output().unwrap(),
+    );
     assert!(line.contains("sslmode=verify-full"), "{line}");
     assert!(line.contains("not valid for name"), "{line}");
     assert!(!line.contains("s3cret-pw"), "password in {line}");
 
     // Redis with a certificate SSL_CERT_FILE does not vouch for, and with a wrong host name.
-    let line = refusal(&ingest(&db_url, &redis.url(), &other).output().unwrap());
+    let line = refusal(
+        "order-ingest",
+        &ingest(&db_url, &redis.url(), &other).output().unwrap(),
+    );
     assert!(line.contains("cannot reach Redis"), "{line}");
     assert!(line.contains("UnknownIssuer"), "{line}");
     let line = refusal(
+        "order-ingest",
         &ingest(
             &db_url,
             &format!("rediss://127.0.0.1:{}", redis.port()),

@@ -385,3 +385,14 @@ impl Drop for TlsRedis {
 
 mod pgbouncer;
 pub use pgbouncer::PgBouncer;
+
+/// The refusal of a binary that must not start: asserts a non-zero exit and exactly one line
+/// `"{binary}: …"` on stderr, and returns that line.
+pub fn refusal(binary: &str, out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "started: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let prefix = format!("{binary}: ");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&prefix)).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    lines[0].to_owned()
+}
