@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use order_store::{AsyncPgConnection, Pool, StoreError};
+use tracing::Instrument as _;
 
 use crate::error::ApiError;
 
@@ -24,17 +25,27 @@ impl Db {
     }
 
     /// `op` on one pooled connection; checkout and `op` together take at most the operation
-    /// timeout, past which the result is `Unavailable`.
+    /// timeout, past which the result is `Unavailable`. `statement` is the SQL operation `op`
+    /// runs (`SELECT`, `UPDATE`): it names the database span (OpenTelemetry's database
+    /// conventions), which carries the operation and never the statement's parameters.
     pub async fn run<T>(
         &self,
+        statement: &'static str,
         op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError>,
     ) -> Result<T, ApiError> {
-        self.timed(async {
-            let mut conn = self.pool.get_owned().await?;
-            op(&mut conn).await
-        })
-        .await
-        .map_err(ApiError::from)
+        let span = order_store::telemetry::db_span(statement, None);
+        let result = self
+            .timed(async {
+                let mut conn = self.pool.get_owned().await?;
+                op(&mut conn).await
+            })
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.in_scope(|| tracing::debug!(error = %e, "database call failed"));
+        }
+        result.map_err(ApiError::from)
     }
 
     /// `operation`, or `Unavailable` once the operation timeout has passed.

@@ -13,12 +13,12 @@ use warp::{Filter, Rejection};
 
 use crate::auth::{self, READ_SCOPE, WRITE_SCOPE};
 use crate::error::{self, ApiError};
-use crate::layers::{finish, request_info, trace_id, RequestInfo};
+use crate::layers::{finish, request_info, server_span, RequestInfo};
 pub use crate::layers::{route_label, ROUTES};
 use crate::{graphql, handlers, AppState};
 
-/// The whole server: every route, errors answered as JSON, metrics, and a log span per
-/// request carrying its trace id.
+/// The whole server: every route, errors answered as JSON, metrics, and a span per request
+/// (the OpenTelemetry server span when traces are exported, the log lines' span always).
 pub fn routes(
     state: &AppState,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
@@ -68,13 +68,7 @@ pub fn routes(
         .and(recovered)
         .map(move |info: RequestInfo, response: Response| finish(&metrics, &info, response))
         .with(warp::trace(|info| {
-            let trace_id = trace_id(info.request_headers());
-            tracing::info_span!(
-                "request",
-                method = %info.method(),
-                path = %info.path(),
-                trace_id = trace_id.as_deref().unwrap_or(""),
-            )
+            server_span(info.method(), info.path(), info.request_headers())
         }))
 }
 

@@ -1,10 +1,13 @@
 //! The layers every request passes through, outside the routes: the route table (metrics
-//! labels, `Allow` headers), the request's trace id, and the finishing of every response
-//! (error bodies with path and trace id, metrics, the request log line).
+//! labels, `Allow` headers, span names), the request's span and trace id, and the finishing of
+//! every response (error bodies with path and trace id, metrics, the span's status, the request
+//! log line).
 
 use std::convert::Infallible;
 use std::time::Instant;
 
+use opentelemetry::propagation::Extractor;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use warp::http::{header, HeaderMap, HeaderValue, Method};
 use warp::hyper::Body;
 use warp::reply::Response;
@@ -106,6 +109,45 @@ pub fn trace_id(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+/// The request's headers as OpenTelemetry propagators read them.
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(header::HeaderName::as_str).collect()
+    }
+}
+
+/// The request's span: the OpenTelemetry HTTP server span (named `METHOD /route/{template}`,
+/// with the HTTP semantic conventions' attributes), continuing the caller's W3C `traceparent`.
+/// [`finish`] records the status; the GraphQL handler the operation.
+pub fn server_span(method: &Method, path: &str, headers: &HeaderMap) -> tracing::Span {
+    let route = route_label(path);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        url.path = path,
+        http.response.status_code = tracing::field::Empty,
+        graphql.operation.type = tracing::field::Empty,
+        graphql.operation.name = tracing::field::Empty,
+        trace_id = trace_id(headers).as_deref().unwrap_or(""),
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&Headers(headers))
+    });
+    // Err only when traces are off (no tracing layer): there is no parent to set then.
+    let _ = span.set_parent(parent);
+    span
+}
+
 pub fn request_info() -> impl Filter<Extract = (RequestInfo,), Error = Infallible> + Clone {
     warp::path::full()
         .and(warp::method())
@@ -120,10 +162,13 @@ pub fn request_info() -> impl Filter<Extract = (RequestInfo,), Error = Infallibl
         )
 }
 
-/// Writes a pending error body (with path and trace id), records metrics and logs.
+/// Writes a pending error body (with path and trace id), records metrics and the span's
+/// status, and logs. Runs inside the request's span.
 pub fn finish(metrics: &Metrics, info: &RequestInfo, mut response: Response) -> Response {
+    // The trace's id when the request is traced, else the caller's (traceparent, X-Request-Id).
+    let trace_id = order_store::telemetry::current_trace_id().or_else(|| info.trace_id.clone());
     if let Some(body) = response.extensions_mut().remove::<ErrorBody>() {
-        let json = body.to_json(&info.path, info.trace_id.as_deref());
+        let json = body.to_json(&info.path, trace_id.as_deref());
         *response.body_mut() = Body::from(json.to_string());
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -144,11 +189,17 @@ pub fn finish(metrics: &Metrics, info: &RequestInfo, mut response: Response) -> 
         status,
         elapsed,
     );
+    let span = tracing::Span::current();
+    span.record("http.response.status_code", status);
+    // The HTTP conventions: a server span is an error for 5xx only; 4xx is the client's.
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     tracing::debug!(
         method = %info.method,
         path = %info.path,
         status,
-        trace_id = info.trace_id.as_deref().unwrap_or(""),
+        trace_id = trace_id.as_deref().unwrap_or(""),
         micros = elapsed.as_micros() as u64,
         "request"
     );

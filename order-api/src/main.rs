@@ -8,7 +8,7 @@ use clap::Parser as _;
 use order_api::auth::Auth;
 use order_api::config::Config;
 use order_api::{AppState, Limits};
-use order_store::process;
+use order_store::{process, telemetry};
 
 /// The default log filter. warp's per-request "processing request" lines are left out: at
 /// load they cost more than the request. RUST_LOG=debug brings back one line per request.
@@ -86,16 +86,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    if let Err(message) = process::init_logging(config.log_format, DEFAULT_LOG_FILTER) {
-        eprintln!("order-api: {message}");
-        return ExitCode::from(USAGE_ERROR);
-    }
-    match run(config).await {
+    let telemetry = match telemetry::init(config.log_format, DEFAULT_LOG_FILTER, "order-api") {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("order-api: {message}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "order-api cannot start");
             eprintln!("order-api: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }

@@ -11,14 +11,16 @@ use crate::validate::{SearchQuery, Window};
 
 /// `GET /orders/{orderId}`, `order(id)`.
 pub async fn get(db: &Db, id: Uuid) -> Result<Option<Order>, ApiError> {
-    db.run(async |conn| orders::find_by_id(conn, id).await)
+    db.run("SELECT", async |conn| orders::find_by_id(conn, id).await)
         .await
 }
 
 /// `GET /orders/number/{orderNumber}`, `orderByNumber`.
 pub async fn by_number(db: &Db, number: &str) -> Result<Option<Order>, ApiError> {
-    db.run(async |conn| orders::find_by_order_number(conn, number).await)
-        .await
+    db.run("SELECT", async |conn| {
+        orders::find_by_order_number(conn, number).await
+    })
+    .await
 }
 
 /// A page of the orders matching `filter`, newest first; `after` continues from a previous
@@ -29,8 +31,10 @@ pub async fn list(
     after: Option<Cursor>,
     window: Window,
 ) -> Result<Vec<Order>, ApiError> {
-    db.run(async |conn| orders::list(conn, filter, after, window.offset, window.limit).await)
-        .await
+    db.run("SELECT", async |conn| {
+        orders::list(conn, filter, after, window.offset, window.limit).await
+    })
+    .await
 }
 
 /// One page of a search, its total, and whether more pages follow.
@@ -53,7 +57,9 @@ pub async fn search(db: &Db, query: &SearchQuery) -> Result<SearchResult, ApiErr
         });
     }
     let found = db
-        .run(async |conn| orders::search(conn, &query.filter, offset, limit).await)
+        .run("SELECT", async |conn| {
+            orders::search(conn, &query.filter, offset, limit).await
+        })
         .await?;
     // hasMore = (page + 1) × size < totalCount with page = offset / size.
     let page = offset / limit;
@@ -66,8 +72,10 @@ pub async fn search(db: &Db, query: &SearchQuery) -> Result<SearchResult, ApiErr
 
 /// `PATCH /orders/{orderId}/status`, `updateOrderStatus`.
 pub async fn update_status(db: &Db, id: Uuid, status: OrderStatus) -> Result<Order, ApiError> {
-    db.run(async |conn| orders::update_status(conn, id, status).await)
-        .await
+    db.run("UPDATE", async |conn| {
+        orders::update_status(conn, id, status).await
+    })
+    .await
 }
 
 /// `PATCH /orders/{orderId}/fulfillment`, `updateFulfillment`.
@@ -76,20 +84,26 @@ pub async fn update_fulfillment(
     id: Uuid,
     update: &FulfillmentUpdate,
 ) -> Result<Order, ApiError> {
-    db.run(async |conn| orders::update_fulfillment(conn, id, update).await)
-        .await
+    db.run("UPDATE", async |conn| {
+        orders::update_fulfillment(conn, id, update).await
+    })
+    .await
 }
 
 /// `POST /orders/{orderId}/cancel`, `cancelOrder`.
 pub async fn cancel(db: &Db, id: Uuid, reason: &str) -> Result<Order, ApiError> {
-    db.run(async |conn| orders::cancel(conn, id, reason).await)
-        .await
+    db.run("UPDATE", async |conn| {
+        orders::cancel(conn, id, reason).await
+    })
+    .await
 }
 
 /// `POST /orders/{orderId}/notes`, `addOrderNote`.
 pub async fn add_note(db: &Db, id: Uuid, note: &str) -> Result<Order, ApiError> {
-    db.run(async |conn| orders::append_note(conn, id, note).await)
-        .await
+    db.run("UPDATE", async |conn| {
+        orders::append_note(conn, id, note).await
+    })
+    .await
 }
 
 /// Why this instance should not get traffic now, if it should not: the one check behind

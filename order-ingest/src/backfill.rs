@@ -9,6 +9,7 @@
 
 use order_store::orders::page_by_id;
 use order_store::{NewOrder, Pool, StoreError};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::batch::{self, Outcome, Tally};
@@ -81,9 +82,16 @@ pub async fn backfill(
             return Ok(progress);
         };
         let orders: Vec<NewOrder> = page.into_iter().map(NewOrder::from).collect();
+        // One span per copied page, the insert's span under it (as for a batch of events).
+        let span = tracing::debug_span!(
+            "backfill",
+            otel.name = "backfill orders",
+            order_count = orders.len(),
+        );
         let outcomes = retry::bounded("backfill", "insert", StoreError::is_transient, async || {
             batch::insert(target, &orders, timeouts.db()).await
         })
+        .instrument(span)
         .await
         .map_err(|e| stopped(e, &progress))?;
         let mut tally = Tally::default();

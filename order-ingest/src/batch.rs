@@ -4,8 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use opentelemetry::trace::SpanContext;
 use order_store::orders::{insert_if_absent, InsertOutcome, Rejection};
 use order_store::{NewOrder, Pool, StoreError};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::dlq::DeadLetter;
 use crate::event::{decode, Decoded, ErrorClass};
@@ -59,16 +62,43 @@ pub async fn insert(
     }
 }
 
+/// One attempt, in its own database span (OpenTelemetry's database conventions: the
+/// operation, never the values).
 async fn insert_timed(
     pool: &Pool,
     orders: &[NewOrder],
     timeout: Duration,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
+    let span = order_store::telemetry::db_span("INSERT", Some(orders.len()));
     let work = async {
         let mut conn = pool.get().await?;
         insert_if_absent(&mut conn, orders).await
     };
-    crate::retry::within(timeout, "insert", work).await
+    let result = crate::retry::within(timeout, "insert", work)
+        .instrument(span.clone())
+        .await;
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    result
+}
+
+/// The span of one batch read from `stream` (OpenTelemetry's messaging conventions). Each
+/// event's own trace is linked to it by [`Batch::link_events`]: one batch holds events of
+/// many traces, so they are links, not parents.
+pub fn span(stream: &str, group: Option<&str>, entries: usize) -> tracing::Span {
+    tracing::debug_span!(
+        "batch",
+        otel.name = %format_args!("process {stream}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "redis",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = stream,
+        messaging.consumer.group.name = group.unwrap_or_default(),
+        messaging.batch.message_count = entries,
+    )
 }
 
 /// `Ok(None)`: every order failed, so the batch as a whole is to be retried.
@@ -122,6 +152,7 @@ struct Source {
     entry: usize,
     event_id: String,
     session: Option<String>,
+    trace_context: Option<SpanContext>,
 }
 
 /// Stream entries decoded: the orders to insert, and the entries that can never become one.
@@ -193,6 +224,7 @@ impl<'a> Batch<'a> {
                         entry: i,
                         event_id: event.event_id,
                         session: event.checkout_session_id,
+                        trace_context: event.trace_context,
                     });
                     batch.orders.push(event.order);
                 }
@@ -200,6 +232,13 @@ impl<'a> Batch<'a> {
         }
         batch.decode_time = started.elapsed();
         batch
+    }
+
+    /// Links `span` (the batch's, from [`span`]) to the trace of each order event that carries one.
+    pub fn link_events(&self, span: &tracing::Span) {
+        for context in self.sources.iter().filter_map(|s| s.trace_context.clone()) {
+            span.add_link(context);
+        }
     }
 
     /// Applies the insert's `outcomes` (one per order, in order): logs each stored order and

@@ -31,6 +31,7 @@ use crate::group::Group;
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, DRAIN_LIMIT};
 use crate::stream::{Entry, RedisFailure};
+use tracing::Instrument as _;
 
 /// How [`Consumer::run`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +75,8 @@ impl Consumer {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            group: Group::new(&args, args.resolved_consumer_name())?,
+            group: Group::new(&args, args.resolved_consumer_name())?
+                .count_errors(metrics.redis_errors()),
             dlq_key: args.dlq_key(),
             args,
             pool,
@@ -360,13 +362,28 @@ impl Consumer {
         Ok(claimed.entries)
     }
 
-    /// Finishes one read: decode, one insert, dead letters, one acknowledgement.
+    /// Finishes one read in the batch's span: decode, one insert, dead letters, one
+    /// acknowledgement.
     async fn handle(&mut self, read: Read) -> Result<(), Abandon> {
+        let span = batch::span(
+            &self.args.stream_key,
+            Some(&self.args.consumer_group),
+            read.entries.len(),
+        );
+        let result = self.handle_in(read, &span).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    async fn handle_in(&mut self, read: Read, span: &tracing::Span) -> Result<(), Abandon> {
         let started = Instant::now();
         let Read { entries, source } = read;
         self.metrics.add_read(entries.len());
         let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let batch = Batch::decode(&entries, &self.args.event_type, self.args.max_deliveries);
+        batch.link_events(span);
         let inserting = Instant::now();
         let outcomes = self.insert(&batch.orders, &ids).await?;
         let insert_time = inserting.elapsed();

@@ -58,8 +58,18 @@ impl DeadLetter {
     }
 
     /// One warning line with everything that identifies the entry and why it failed.
+    /// The line is logged in a span of its own, the dead letter's in the trace of its batch.
     pub fn log(&self, what: &str) {
         let order = self.order.as_ref();
+        let span = tracing::debug_span!(
+            "dead_letter",
+            otel.name = "dead letter",
+            otel.status_code = "ERROR",
+            error.type = self.class.as_str(),
+            messaging.message.id = %self.stream_id,
+            cloudevents.event_id = %self.event_id,
+        );
+        let _entered = span.enter();
         tracing::warn!(
             orderId = order.map(|o| o.order_id.to_string()).unwrap_or_default(),
             orderNumber = order.map(|o| o.order_number.as_str()).unwrap_or_default(),

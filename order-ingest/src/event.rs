@@ -9,6 +9,7 @@
 //! interpreted at all, and `data` is kept as raw JSON so that money reaches
 //! [`NewOrder`]'s exact-decimal parser as its original text.
 
+use opentelemetry::trace::SpanContext;
 use order_store::NewOrder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -114,6 +115,9 @@ pub struct OrderEvent {
     pub event_id: String,
     pub checkout_session_id: Option<String>,
     pub order: NewOrder,
+    /// The producer's span, from the CloudEvents distributed-tracing extension
+    /// (`traceparent`, `tracestate`), when the event carries a valid one.
+    pub trace_context: Option<SpanContext>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +137,10 @@ struct Envelope<'a> {
     event_type: Option<serde_json::Value>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    /// The distributed-tracing extension. Read as any value: a malformed one only means no
+    /// link, never a dead letter.
+    traceparent: Option<serde_json::Value>,
+    tracestate: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -226,10 +234,21 @@ pub fn decode(payload: Option<&[u8]>, wanted_type: &str) -> Result<Decoded, Deco
         Some(serde_json::Value::String(s)) => Some(s),
         _ => None,
     };
+    let trace_context = match (envelope.traceparent, envelope.tracestate) {
+        (Some(serde_json::Value::String(parent)), state) => {
+            let state = match &state {
+                Some(serde_json::Value::String(s)) => Some(s.as_str()),
+                _ => None,
+            };
+            order_store::telemetry::remote_span_context(&parent, state)
+        }
+        _ => None,
+    };
     Ok(Decoded::Order(Box::new(OrderEvent {
         event_id,
         checkout_session_id,
         order,
+        trace_context,
     })))
 }
 

@@ -17,6 +17,7 @@ use redis::streams::{
 use redis::Cmd;
 
 use crate::config::StreamArgs;
+use crate::metrics::RedisErrors;
 use crate::retry::{READ_MARGIN, REDIS_COMMAND};
 use crate::stream::{unblock, Entry, RedisConn, RedisFailure};
 
@@ -65,6 +66,15 @@ impl Group {
             reader: RedisConn::new(client.clone(), args.block() + READ_MARGIN),
             writer: RedisConn::new(client, REDIS_COMMAND),
         })
+    }
+
+    /// Counts the failed commands of both connections into `errors`
+    /// (`order_ingest_redis_errors_total`).
+    #[must_use]
+    pub fn count_errors(mut self, errors: RedisErrors) -> Self {
+        self.reader = self.reader.count_errors(errors.clone());
+        self.writer = self.writer.count_errors(errors);
+        self
     }
 
     pub fn consumer(&self) -> &str {

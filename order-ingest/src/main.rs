@@ -13,7 +13,7 @@ use order_ingest::metrics::{self, Probe};
 use order_ingest::retry::REDIS_COMMAND;
 use order_ingest::stream::RedisConn;
 use order_ingest::{backfill, dlq, replay, sample, Consumer, Exit, Metrics};
-use order_store::process;
+use order_store::{process, telemetry};
 use tokio::sync::watch;
 
 /// Exit status for a command line that clap refused (its own convention).
@@ -41,10 +41,6 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE_ERROR);
         }
     };
-    if let Err(message) = process::init_logging(cli.log_format, "info") {
-        eprintln!("order-ingest: {message}");
-        return ExitCode::from(USAGE_ERROR);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,13 +51,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    // The trace exporters' clients live on the runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match telemetry::init(cli.log_format, "info", "order-ingest") {
+            Ok(telemetry) => telemetry,
+            Err(message) => {
+                eprintln!("order-ingest: {message}");
+                return ExitCode::from(USAGE_ERROR);
+            }
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("order-ingest: {}", one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
-    }
+    };
+    runtime.block_on(telemetry.shutdown());
+    code
 }
 
 /// clap's multi-line message (error, usage, hint) as one line: the error and what it names.
@@ -157,11 +166,14 @@ async fn consume(cli: Cli, pool: order_store::Pool) -> anyhow::Result<ExitCode> 
     let probe = Arc::new(Probe {
         metrics: metrics.clone(),
         pool: pool.clone(),
-        redis: tokio::sync::Mutex::new(RedisConn::new(
-            order_ingest::tls::redis_client(cli.stream.redis_url.as_str())
-                .context("invalid --redis-url")?,
-            Duration::from_secs(2),
-        )),
+        redis: tokio::sync::Mutex::new(
+            RedisConn::new(
+                order_ingest::tls::redis_client(cli.stream.redis_url.as_str())
+                    .context("invalid --redis-url")?,
+                Duration::from_secs(2),
+            )
+            .count_errors(metrics.redis_errors()),
+        ),
         stream_key: cli.stream.stream_key.clone(),
         group: cli.stream.consumer_group.clone(),
     });

@@ -1,16 +1,23 @@
 //! Counters, the batch-latency histogram, and the health/metrics HTTP server.
 //!
-//! The Prometheus text format is written by hand: a handful of atomics cover what ingest
-//! reports, and a metrics crate would be the largest dependency of the binary.
+//! The exposition is the `prometheus` crate's, from a [`Registry`] of each [`Metrics`] value's
+//! own (never the crate's global one, so tests run several consumers in one process): what the
+//! loop counts, plus what a scrape reads from outside (Redis reachability, the group's pending
+//! entries and lag from `XINFO GROUPS`, the pool's checkout waits from bb8). The names, labels,
+//! types and buckets are those deploy/observability queries, and the README's metrics table
+//! lists them (.ci/check-observability-metrics compares both).
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use order_store::metrics::{register, register_build_info, PoolWaits};
 use order_store::Pool;
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 use tokio::sync::Mutex;
 use warp::http::StatusCode;
 use warp::Filter;
@@ -23,155 +30,233 @@ const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Everything the consumer counts. Shared by the loop and the HTTP server.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub read: AtomicU64,
-    pub inserted: AtomicU64,
-    /// Order events whose order was already stored (`order_ingest_events_duplicate_total`).
-    pub duplicates: AtomicU64,
-    pub skipped: AtomicU64,
-    pub dead_lettered: [AtomicU64; ErrorClass::ALL.len()],
-    pub retried: AtomicU64,
-    pub claimed: AtomicU64,
-    /// Set while the loop is backing off from a transient failure.
-    pub degraded: AtomicBool,
-    buckets: [AtomicU64; BUCKETS.len()],
-    batch_count: AtomicU64,
-    batch_sum_micros: AtomicU64,
+/// The Redis commands the consumer and the probe issue: their error counters start at 0, so
+/// that the first failure is an increase too.
+const REDIS_COMMANDS: [&str; 8] = [
+    "XGROUP",
+    "XREADGROUP",
+    "XPENDING",
+    "XAUTOCLAIM",
+    "XCLAIM",
+    "XACK",
+    "XADD",
+    "XINFO",
+];
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help))
 }
 
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+/// Failed Redis commands by command name (`order_ingest_redis_errors_total{command}`); a
+/// [`RedisConn`] given one counts its failures into it.
+#[derive(Debug, Clone)]
+pub struct RedisErrors(IntCounterVec);
+
+impl RedisErrors {
+    pub fn failed(&self, command: &str) {
+        self.0.with_label_values(&[command]).inc();
+    }
+
+    pub fn get(&self, command: &str) -> u64 {
+        self.0.with_label_values(&[command]).get()
+    }
+}
+
+/// Everything the consumer counts. Shared by the loop and the HTTP server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub read: IntCounter,
+    pub inserted: IntCounter,
+    /// Order events whose order was already stored (`order_ingest_events_duplicate_total`).
+    pub duplicates: IntCounter,
+    pub skipped: IntCounter,
+    pub retried: IntCounter,
+    pub claimed: IntCounter,
+    dead_lettered: IntCounterVec,
+    /// 1 while the loop is backing off from a transient failure.
+    degraded: IntGauge,
+    batch_duration: Histogram,
+    redis_errors: RedisErrors,
+    redis_up: IntGauge,
+    /// No labels; no child (so no series) while the group is unknown.
+    group_pending: IntGaugeVec,
+    /// No labels; no child (so no series) while the group or its lag is unknown.
+    group_lag: IntGaugeVec,
+    pool_waits: PoolWaits,
+    /// One scrape at a time: the scrape-time values are set, then gathered.
+    scrape: std::sync::Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let dead_lettered = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "order_ingest_events_dead_lettered_total",
+                    "Entries written to the dead-letter stream, by errorClass.",
+                ),
+                &["error_class"],
+            ),
+        );
+        for class in ErrorClass::ALL {
+            dead_lettered.with_label_values(&[class.as_str()]);
+        }
+        let redis_errors = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "order_ingest_redis_errors_total",
+                    "Redis commands that failed (error reply, connection failure or deadline), by command.",
+                ),
+                &["command"],
+            ),
+        );
+        for command in REDIS_COMMANDS {
+            redis_errors.with_label_values(&[command]);
+        }
+        let gauge = |name: &str, help: &str| register(r, IntGauge::new(name, help));
+        let unlabelled =
+            |name: &str, help: &str| register(r, IntGaugeVec::new(Opts::new(name, help), &[]));
+        register_build_info(r, env!("CARGO_PKG_VERSION"));
+        Self {
+            read: counter(
+                r,
+                "order_ingest_events_read_total",
+                "Stream entries read (new, pending and claimed).",
+            ),
+            inserted: counter(r, "order_ingest_events_inserted_total", "Orders inserted."),
+            duplicates: counter(
+                r,
+                "order_ingest_events_duplicate_total",
+                "Order events whose order was already stored.",
+            ),
+            skipped: counter(
+                r,
+                "order_ingest_events_skipped_total",
+                "Entries acknowledged without an order (no payload, other event type).",
+            ),
+            retried: counter(
+                r,
+                "order_ingest_retries_total",
+                "Transient failures retried after a backoff.",
+            ),
+            claimed: counter(
+                r,
+                "order_ingest_events_claimed_total",
+                "Entries claimed from idle consumers.",
+            ),
+            dead_lettered,
+            degraded: gauge(
+                "order_ingest_degraded",
+                "1 while the consumer is backing off from a transient failure.",
+            ),
+            batch_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "order_ingest_batch_duration_seconds",
+                        "Time from a batch read to its acknowledgement.",
+                    )
+                    .buckets(BUCKETS.to_vec()),
+                ),
+            ),
+            redis_errors: RedisErrors(redis_errors),
+            redis_up: gauge(
+                "order_ingest_redis_up",
+                "1 when Redis answered this scrape.",
+            ),
+            group_pending: unlabelled(
+                "order_ingest_group_pending",
+                "Entries delivered to the group and not yet acknowledged.",
+            ),
+            group_lag: unlabelled(
+                "order_ingest_group_lag",
+                "Entries in the stream not yet delivered to the group.",
+            ),
+            pool_waits: PoolWaits::register(r),
+            scrape: std::sync::Mutex::new(()),
+            registry,
+        }
+    }
 }
 
 impl Metrics {
     pub fn add_read(&self, n: usize) {
-        add(&self.read, n as u64);
+        self.read.inc_by(n as u64);
     }
     pub fn add_inserted(&self, n: u64) {
-        add(&self.inserted, n);
+        self.inserted.inc_by(n);
     }
     pub fn add_already_present(&self, n: u64) {
-        add(&self.duplicates, n);
+        self.duplicates.inc_by(n);
     }
     pub fn add_skipped(&self, n: u64) {
-        add(&self.skipped, n);
+        self.skipped.inc_by(n);
     }
     pub fn add_claimed(&self, n: usize) {
-        add(&self.claimed, n as u64);
+        self.claimed.inc_by(n as u64);
     }
     pub fn add_dead_letter(&self, class: ErrorClass) {
-        add(&self.dead_lettered[class.index()], 1);
+        self.dead_lettered
+            .with_label_values(&[class.as_str()])
+            .inc();
     }
     pub fn add_retry(&self) {
-        add(&self.retried, 1);
+        self.retried.inc();
     }
     pub fn set_degraded(&self, degraded: bool) {
-        self.degraded.store(degraded, Ordering::Relaxed);
+        self.degraded.set(i64::from(degraded));
     }
     pub fn is_degraded(&self) -> bool {
-        self.degraded.load(Ordering::Relaxed)
+        self.degraded.get() != 0
     }
 
     pub fn dead_lettered_total(&self) -> u64 {
-        self.dead_lettered
+        ErrorClass::ALL
             .iter()
-            .map(|c| c.load(Ordering::Relaxed))
+            .map(|class| {
+                self.dead_lettered
+                    .with_label_values(&[class.as_str()])
+                    .get()
+            })
             .sum()
     }
 
     pub fn observe_batch(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            add(&self.buckets[i], 1);
-        }
-        add(&self.batch_count, 1);
-        self.batch_sum_micros.fetch_add(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.batch_duration.observe(elapsed.as_secs_f64());
     }
 
-    /// The process's own metrics in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
-        };
-        counter(
-            out,
-            "order_ingest_events_read_total",
-            "Stream entries read (new, pending and claimed).",
-            &self.read,
-        );
-        counter(
-            out,
-            "order_ingest_events_inserted_total",
-            "Orders inserted.",
-            &self.inserted,
-        );
-        counter(
-            out,
-            "order_ingest_events_duplicate_total",
-            "Order events whose order was already stored.",
-            &self.duplicates,
-        );
-        counter(
-            out,
-            "order_ingest_events_skipped_total",
-            "Entries acknowledged without an order (no payload, other event type).",
-            &self.skipped,
-        );
-        counter(
-            out,
-            "order_ingest_retries_total",
-            "Transient failures retried after a backoff.",
-            &self.retried,
-        );
-        counter(
-            out,
-            "order_ingest_events_claimed_total",
-            "Entries claimed from idle consumers.",
-            &self.claimed,
-        );
-        let name = "order_ingest_events_dead_lettered_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Entries written to the dead-letter stream, by errorClass.\n# TYPE {name} counter"
-        );
-        for class in ErrorClass::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{error_class=\"{}\"}} {}",
-                class.as_str(),
-                self.dead_lettered[class.index()].load(Ordering::Relaxed)
-            );
+    /// The counter of failed Redis commands, for [`RedisConn::count_errors`].
+    pub fn redis_errors(&self) -> RedisErrors {
+        self.redis_errors.clone()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4): the process's own numbers, and what this
+    /// scrape found: `group` as [`Probe::group_state`] answered, and the pool's checkout waits.
+    pub fn render(&self, group: Result<Option<GroupState>, ()>, pool: &Pool) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        self.redis_up.set(i64::from(group.is_ok()));
+        self.group_pending.reset();
+        self.group_lag.reset();
+        if let Ok(Some(group)) = group {
+            self.group_pending
+                .with_label_values::<&str>(&[])
+                .set(group.pending as i64);
+            if let Some(lag) = group.lag {
+                self.group_lag
+                    .with_label_values::<&str>(&[])
+                    .set(lag as i64);
+            }
         }
-        let name = "order_ingest_degraded";
-        let _ = writeln!(
-            out,
-            "# HELP {name} 1 while the consumer is backing off from a transient failure.\n# TYPE {name} gauge\n{name} {}",
-            u8::from(self.is_degraded())
-        );
-        let name = "order_ingest_batch_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from a batch read to its acknowledgement.\n# TYPE {name} histogram"
-        );
-        let mut cumulative = 0;
-        for (bound, count) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let total = self.batch_count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.batch_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {total}");
+        self.pool_waits.set(pool);
+        let mut out = String::with_capacity(8192);
+        // Only fails on a malformed family, which the registry never builds.
+        let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
     }
 }
 
@@ -264,28 +349,8 @@ impl Probe {
     }
 
     async fn metrics_text(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        self.metrics.render(&mut out);
-        let state = self.group_state().await;
-        let _ = writeln!(
-            out,
-            "# HELP order_ingest_redis_up 1 when Redis answered this scrape.\n# TYPE order_ingest_redis_up gauge\norder_ingest_redis_up {}",
-            u8::from(state.is_ok())
-        );
-        if let Ok(Some(group)) = state {
-            let _ = writeln!(
-                out,
-                "# HELP order_ingest_group_pending Entries delivered to the group and not yet acknowledged.\n# TYPE order_ingest_group_pending gauge\norder_ingest_group_pending {}",
-                group.pending
-            );
-            if let Some(lag) = group.lag {
-                let _ = writeln!(
-                    out,
-                    "# HELP order_ingest_group_lag Entries in the stream not yet delivered to the group.\n# TYPE order_ingest_group_lag gauge\norder_ingest_group_lag {lag}"
-                );
-            }
-        }
-        out
+        let group = self.group_state().await;
+        self.metrics.render(group, &self.pool)
     }
 }
 

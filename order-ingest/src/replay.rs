@@ -14,6 +14,7 @@
 
 use order_store::Pool;
 use redis::streams::StreamRangeReply;
+use tracing::Instrument as _;
 
 use crate::batch::{self, Batch};
 use crate::config::{StreamArgs, StreamBound};
@@ -94,8 +95,11 @@ pub async fn replay(
             .iter()
             .map(|id| Entry::from_stream_id(id, 1))
             .collect();
+        // The same batch span as the live consumer's, without a group.
+        let span = batch::span(&args.stream_key, None, entries.len());
         // Replayed entries count as first deliveries: the delivery limit never applies.
         let batch = Batch::decode(&entries, &args.event_type, args.max_deliveries);
+        batch.link_events(&span);
         let timeout = args.timeouts.db();
         let outcomes = retry::bounded(
             "replay",
@@ -103,12 +107,15 @@ pub async fn replay(
             order_store::StoreError::is_transient,
             async || batch::insert(pool, &batch.orders, timeout).await,
         )
+        .instrument(span.clone())
         .await
         .map_err(|e| stopped(format!("insert: {e}"), &start, &summary))?;
         let done = batch.finish(outcomes);
-        for letter in &done.failed {
-            letter.log("replay: entry cannot be stored (not dead-lettered)");
-        }
+        span.in_scope(|| {
+            for letter in &done.failed {
+                letter.log("replay: entry cannot be stored (not dead-lettered)");
+            }
+        });
         summary.inserted += done.tally.inserted;
         summary.already_present += done.tally.already_present;
         summary.skipped += done.skipped;

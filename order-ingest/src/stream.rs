@@ -8,6 +8,8 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::StreamId;
 use redis::{AsyncConnectionConfig, FromRedisValue, Value};
 
+use crate::metrics::RedisErrors;
+
 /// A Redis failure. Every one of them is transient for the consumer: the loop backs off and
 /// tries again, and nothing is dead-lettered because Redis misbehaved.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub struct RedisConn {
     /// The server's `CLIENT ID` of the current connection (-1: none or unknown), so that
     /// another connection can wake a read parked in `BLOCK` with `CLIENT UNBLOCK`.
     client_id: Arc<AtomicI64>,
+    /// Where failed commands are counted (`order_ingest_redis_errors_total`), if anywhere.
+    errors: Option<RedisErrors>,
 }
 
 impl RedisConn {
@@ -48,7 +52,15 @@ impl RedisConn {
             conn: None,
             deadline,
             client_id: Arc::new(AtomicI64::new(-1)),
+            errors: None,
         }
+    }
+
+    /// Counts every failed command into `errors`, by command name.
+    #[must_use]
+    pub fn count_errors(mut self, errors: RedisErrors) -> Self {
+        self.errors = Some(errors);
+        self
     }
 
     pub fn client(&self) -> &redis::Client {
@@ -111,16 +123,46 @@ impl RedisConn {
     }
 
     pub async fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisFailure> {
-        let mut conn = self.connection().await?;
-        self.bounded(cmd.query_async(&mut conn)).await
+        let result = match self.connection().await {
+            Ok(mut conn) => self.bounded(cmd.query_async(&mut conn)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.count_failure(|| command_name(cmd), e);
+        }
+        result
     }
 
+    /// A pipeline's failure is counted once, under its first command's name.
     pub async fn pipe<T: FromRedisValue>(
         &mut self,
         pipe: &redis::Pipeline,
     ) -> Result<T, RedisFailure> {
-        let mut conn = self.connection().await?;
-        self.bounded(pipe.query_async(&mut conn)).await
+        let result = match self.connection().await {
+            Ok(mut conn) => self.bounded(pipe.query_async(&mut conn)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.count_failure(
+                || {
+                    pipe.cmd_iter()
+                        .next()
+                        .map_or_else(|| "PIPELINE".to_owned(), command_name)
+                },
+                e,
+            );
+        }
+        result
+    }
+
+    /// Every failure counts (connecting, deadline, error reply) except `BUSYGROUP`: that is
+    /// `XGROUP CREATE`'s answer when the group already exists, the normal case at start-up.
+    fn count_failure(&self, command: impl FnOnce() -> String, failure: &RedisFailure) {
+        let Some(errors) = &self.errors else { return };
+        if matches!(failure, RedisFailure::Redis(e) if e.code() == Some("BUSYGROUP")) {
+            return;
+        }
+        errors.failed(&command());
     }
 
     /// `work` within the deadline; a connection left in doubt is dropped.
@@ -139,6 +181,15 @@ impl RedisConn {
             }
             Ok(Ok(v)) => Ok(v),
         }
+    }
+}
+
+/// The command's name as Redis knows it (`XREADGROUP`, `XACK`, `XINFO`, ...): its first
+/// argument. Bounded: every command is built by this crate, never from input.
+fn command_name(cmd: &redis::Cmd) -> String {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).to_ascii_uppercase(),
+        _ => "UNKNOWN".to_owned(),
     }
 }
 

@@ -14,24 +14,6 @@ use redis::Commands;
 const WAIT: Duration = Duration::from_secs(30);
 const BIN: &str = env!("CARGO_BIN_EXE_order-ingest");
 
-/// The binary with a clean environment: only what the test sets.
-fn ingest(db_url: &str, stream: &TestStream, consumer: &str) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .env("DATABASE_URL", db_url)
-        .env("REDIS_URL", redis_url())
-        .env("ORDER_STREAM_KEY", &stream.key)
-        .env("ORDER_CONSUMER_NAME", consumer)
-        .env("ORDER_BLOCK_MS", "200")
-        .env(
-            "ORDER_INGEST_METRICS_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        );
-    cmd
-}
-
 /// Starts the binary; its logs go to `target/tmp/<name>.log` for when a test fails.
 fn spawn(mut cmd: Command, name: &str) -> Child {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -350,6 +332,11 @@ async fn health_and_metrics_endpoints() {
             && body.contains("order_ingest_group_pending 0")
             && body.contains("order_ingest_group_lag 0")
             && body.contains("order_ingest_batch_duration_seconds_count")
+            && body.contains("order_ingest_redis_up 1")
+            && body.contains("order_ingest_redis_errors_total{command=\"XREADGROUP\"} ")
+            && body.contains("db_pool_gets_total{outcome=\"direct\"} ")
+            && body.contains("# TYPE db_pool_wait_seconds_total counter")
+            && body.contains("order_service_build_info{git_sha=")
     })
     .await;
     // Spring Boot Actuator's paths: the same checks and numbers (docs/compatibility.md §7).

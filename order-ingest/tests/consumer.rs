@@ -692,3 +692,102 @@ async fn group_lag_is_zero_when_the_group_has_read_the_whole_stream() {
     let state = probe.group_state().await.unwrap().unwrap();
     assert!(state.lag.is_some_and(|l| l > 0), "{state:?}");
 }
+
+/// `order_ingest_redis_errors_total{command}`: every failed command is counted under its name
+/// (error replies such as NOGROUP, a pipeline under its first command, an unreachable server), except
+/// `BUSYGROUP`, `XGROUP CREATE`'s normal answer when the group exists; the scrape reports the
+/// count, `order_ingest_redis_up 0` when Redis did not answer, and no group series then.
+#[tokio::test]
+async fn redis_command_failures_are_counted_by_command() {
+    use order_ingest::metrics::Metrics;
+    use order_ingest::stream::RedisConn;
+    let (_db, pool) = database().await;
+    let stream = TestStream::new();
+    let metrics = Metrics::default();
+    let errors = metrics.redis_errors();
+    let mut conn = RedisConn::new(
+        redis::Client::open(redis_url()).unwrap(),
+        Duration::from_secs(5),
+    )
+    .count_errors(errors.clone());
+
+    let create = redis::Cmd::xgroup_create_mkstream(&stream.key, "order-service", "0");
+    conn.query::<()>(&create).await.unwrap();
+    assert!(conn.query::<()>(&create).await.is_err(), "BUSYGROUP");
+    assert_eq!(errors.get("XGROUP"), 0, "BUSYGROUP is not a failure");
+
+    let read = redis::Cmd::xread_options(
+        &[&stream.key],
+        &[">"],
+        &redis::streams::StreamReadOptions::default().group("no-such-group", "c1"),
+    );
+    let failure = conn.query::<redis::Value>(&read).await.unwrap_err();
+    assert!(failure.is_no_group(), "{failure}");
+    assert_eq!(errors.get("XREADGROUP"), 1);
+
+    // An XADD with an id below the stream's: an error reply inside a pipeline.
+    let mut pipe = redis::pipe();
+    pipe.cmd("XADD")
+        .arg(&stream.key)
+        .arg("0-0")
+        .arg("f")
+        .arg("v")
+        .cmd("XLEN")
+        .arg(&stream.key);
+    assert!(conn.pipe::<redis::Value>(&pipe).await.is_err());
+    assert_eq!(errors.get("XADD"), 1);
+    assert_eq!(errors.get("XLEN"), 0);
+
+    // Nobody listens: the connection fails, and the command it was for is counted.
+    let mut unreachable = RedisConn::new(
+        redis::Client::open(format!("redis://127.0.0.1:{}", free_port())).unwrap(),
+        Duration::from_secs(2),
+    )
+    .count_errors(errors.clone());
+    let groups = redis::Cmd::xinfo_groups(&stream.key);
+    assert!(unreachable
+        .query::<redis::streams::StreamInfoGroupsReply>(&groups)
+        .await
+        .is_err());
+    assert_eq!(errors.get("XINFO"), 1);
+    // Without a counter nothing is counted.
+    let mut uncounted = RedisConn::new(
+        redis::Client::open(format!("redis://127.0.0.1:{}", free_port())).unwrap(),
+        Duration::from_secs(2),
+    );
+    assert!(uncounted
+        .query::<redis::streams::StreamInfoGroupsReply>(&groups)
+        .await
+        .is_err());
+    assert_eq!(errors.get("XINFO"), 1);
+
+    let text = metrics.render(Err(()), &pool);
+    for line in [
+        "# TYPE order_ingest_redis_errors_total counter",
+        r#"order_ingest_redis_errors_total{command="XREADGROUP"} 1"#,
+        r#"order_ingest_redis_errors_total{command="XADD"} 1"#,
+        r#"order_ingest_redis_errors_total{command="XINFO"} 1"#,
+        r#"order_ingest_redis_errors_total{command="XGROUP"} 0"#,
+        r#"order_ingest_redis_errors_total{command="XACK"} 0"#,
+        "order_ingest_redis_up 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    assert!(!text.contains("order_ingest_group_"), "{text}");
+    let text = metrics.render(
+        Ok(Some(order_ingest::metrics::GroupState {
+            pending: 2,
+            lag: None,
+        })),
+        &pool,
+    );
+    assert!(
+        text.lines().any(|l| l == "order_ingest_redis_up 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "order_ingest_group_pending 2"),
+        "{text}"
+    );
+    assert!(!text.contains("order_ingest_group_lag"), "{text}");
+}

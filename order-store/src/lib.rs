@@ -4,13 +4,17 @@
 
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod migrations;
 pub mod models;
 pub mod orders;
 pub mod process;
 pub mod schema;
+pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_db;
+#[cfg(feature = "test-support")]
+pub mod test_otlp;
 #[cfg(feature = "test-support")]
 pub mod test_tls;
 pub mod tls;

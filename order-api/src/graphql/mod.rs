@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{EmptySubscription, ErrorExtensions, Schema, Value, Variables};
 use async_graphql_warp::GraphQLResponse;
+use tracing::Instrument as _;
 use warp::reply::{Reply, Response};
 use warp::Rejection;
 
@@ -81,7 +82,12 @@ impl Executor {
         if let Some(document) = &document {
             request.set_parsed_query(document.clone());
         }
-        let mut response = self.schema.execute(request.data(principal)).await;
+        let span = operation_span(document.as_ref(), operation_name.as_deref());
+        let mut response = self
+            .schema
+            .execute(request.data(principal))
+            .instrument(span)
+            .await;
         for error in &mut response.errors {
             // Errors async-graphql raises itself (syntax, unknown fields, limits) are the
             // client's.
@@ -99,6 +105,42 @@ impl Executor {
             );
         }
         response
+    }
+}
+
+/// The span of one GraphQL operation, named as OpenTelemetry's GraphQL conventions say
+/// (`query OrderById`, or the bare type of an anonymous operation), and the same operation
+/// recorded on the request's span so that traces can be searched by it.
+fn operation_span(document: Option<&ExecutableDocument>, wanted: Option<&str>) -> tracing::Span {
+    let operation = document.and_then(|document| {
+        document
+            .operations
+            .iter()
+            .find(|(name, _)| wanted.is_none() || name.map(async_graphql::Name::as_str) == wanted)
+    });
+    let Some((name, operation)) = operation else {
+        return tracing::debug_span!("graphql", otel.name = "GraphQL Operation");
+    };
+    let kind = operation.node.ty.to_string();
+    let name = name.map(|n| n.as_str().to_owned());
+    let request = tracing::Span::current();
+    request.record("graphql.operation.type", kind.as_str());
+    if let Some(name) = &name {
+        request.record("graphql.operation.name", name.as_str());
+    }
+    if let Some(name) = &name {
+        tracing::debug_span!(
+            "graphql",
+            otel.name = %format_args!("{kind} {name}"),
+            graphql.operation.type = kind.as_str(),
+            graphql.operation.name = name.as_str(),
+        )
+    } else {
+        tracing::debug_span!(
+            "graphql",
+            otel.name = kind.as_str(),
+            graphql.operation.type = kind.as_str(),
+        )
     }
 }
 

@@ -8,3 +8,4 @@ mod compat;
 mod graphql;
 mod outage;
 mod rest;
+mod traces;

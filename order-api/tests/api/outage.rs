@@ -219,5 +219,5 @@ async fn assert_actuator(app: &TestApp, database_up: bool) {
         .contains("# TYPE http_requests_total counter"));
     assert!(prometheus
         .text
-        .contains("route=\"/actuator/health\",method=\"GET\""));
+        .contains("method=\"GET\",route=\"/actuator/health\""));
 }

@@ -835,10 +835,17 @@ async fn health_metrics_and_openapi() {
     let metrics = get(&app, "/metrics", None).await;
     assert_eq!(metrics.status, 200);
     for needle in [
-        r#"http_requests_total{route="/orders/{orderId}",method="GET",status="404"} 1"#,
-        r#"http_request_duration_seconds_bucket{route="/health/ready",method="GET",status="200",le="+Inf"} 1"#,
+        // Labels in the crate's order: by name.
+        r#"http_requests_total{method="GET",route="/orders/{orderId}",status="404"} 1"#,
+        r#"http_request_duration_seconds_bucket{method="GET",route="/health/ready",status="200",le="0.001"} "#,
+        r#"http_request_duration_seconds_bucket{method="GET",route="/health/ready",status="200",le="1"} 1"#,
+        r#"http_request_duration_seconds_bucket{method="GET",route="/health/ready",status="200",le="+Inf"} 1"#,
         r#"db_pool_connections{state="in_use"}"#,
         r#"db_pool_connections{state="idle"}"#,
+        "# TYPE db_pool_wait_seconds_total counter\ndb_pool_wait_seconds_total ",
+        r#"db_pool_gets_total{outcome="direct"} "#,
+        r#"db_pool_gets_total{outcome="waited"} "#,
+        r#"db_pool_gets_total{outcome="timed_out"} 0"#,
     ] {
         assert!(
             metrics.text.contains(needle),
@@ -846,6 +853,15 @@ async fn health_metrics_and_openapi() {
             metrics.text
         );
     }
+    // The build: this crate's version, and the commit when GIT_SHA was set at build time.
+    let version = format!(r#",version="{}"}} 1"#, env!("CARGO_PKG_VERSION"));
+    assert!(
+        metrics.text.lines().any(|l| {
+            l.starts_with(r#"order_service_build_info{git_sha=""#) && l.ends_with(&version)
+        }),
+        "build info in\n{}",
+        metrics.text
+    );
     let graphiql = get(&app, "/graphiql", None).await;
     assert_eq!(graphiql.status, 200);
     assert!(graphiql.text.to_lowercase().contains("graphiql"));

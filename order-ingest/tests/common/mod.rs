@@ -9,6 +9,7 @@
 )]
 
 use std::future::Future;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -223,8 +224,8 @@ impl Running {
             .unwrap()
     }
 
-    pub fn get(&self, counter: fn(&Metrics) -> &std::sync::atomic::AtomicU64) -> u64 {
-        counter(&self.metrics).load(Ordering::Relaxed)
+    pub fn get(&self, counter: fn(&Metrics) -> &prometheus::IntCounter) -> u64 {
+        counter(&self.metrics).get()
     }
 }
 
@@ -418,4 +419,22 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = response.split(' ').nth(1)?.parse().ok()?;
     let body = response.split_once("\r\n\r\n")?.1.to_owned();
     Some((status, body))
+}
+
+/// The binary with a clean environment: only what the test sets.
+pub fn ingest(db_url: &str, stream: &TestStream, consumer: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_order-ingest"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("DATABASE_URL", db_url)
+        .env("REDIS_URL", redis_url())
+        .env("ORDER_STREAM_KEY", &stream.key)
+        .env("ORDER_CONSUMER_NAME", consumer)
+        .env("ORDER_BLOCK_MS", "200")
+        .env(
+            "ORDER_INGEST_METRICS_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        );
+    cmd
 }

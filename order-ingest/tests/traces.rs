@@ -1,0 +1,211 @@
+//! OpenTelemetry traces of the real `order-ingest` binary, exported to a real OTLP collector
+//! over both protocols: a batch span linked to each event's own trace (the CloudEvents
+//! distributed-tracing extension), an insert span under it, a span per dead letter, replay
+//! traced the same way, and a collector that is down costing no order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use order_store::test_otlp::{Collector, OtlpProtocol, ReceivedSpan};
+use serde_json::Value;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+const PRODUCER_SPAN: &str = "b7ad6b7169203331";
+
+/// A new trace id, so that parallel tests never share one.
+fn trace_id() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+/// `payload` with the CloudEvents distributed-tracing extension of checkout's span.
+fn traced(payload: &str, trace: &str) -> String {
+    let mut event: Value = serde_json::from_str(payload).unwrap();
+    event["traceparent"] = format!("00-{trace}-{PRODUCER_SPAN}-01").into();
+    event["tracestate"] = "checkout=1".into();
+    event.to_string()
+}
+
+/// The binary on `db_url` and `stream`, with `env` added.
+fn traced_ingest(db_url: &str, stream: &TestStream, env: &[(String, String)]) -> Command {
+    let mut cmd = ingest(db_url, stream, "traced");
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd
+}
+
+struct Process(Child);
+
+impl Process {
+    fn spawn(mut cmd: Command, name: &str) -> Process {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        Process(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap())
+    }
+
+    async fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(started.elapsed() < WAIT, "order-ingest did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn linked_to<'a>(spans: &'a [ReceivedSpan], trace: &str) -> Option<&'a ReceivedSpan> {
+    spans.iter().find(|s| {
+        s.links
+            .iter()
+            .any(|(t, s)| t == trace && s == PRODUCER_SPAN)
+    })
+}
+
+/// The batch span linked to `trace`, and the insert span under it.
+fn assert_batch_traced(spans: &[ReceivedSpan], stream: &TestStream, trace: &str) {
+    let batch = linked_to(spans, trace).unwrap_or_else(|| panic!("no linked batch: {spans:#?}"));
+    assert_eq!(batch.name, format!("process {}", stream.key));
+    assert_eq!(batch.service_name, "order-ingest-test");
+    assert_eq!(batch.kind, 5, "a consumer span: {batch:#?}");
+    assert_eq!(batch.attribute("messaging.system"), Some("redis"));
+    assert_eq!(
+        batch.attribute("messaging.destination.name"),
+        Some(stream.key.as_str())
+    );
+    assert!(batch.attribute("messaging.batch.message_count").is_some());
+    let insert = spans
+        .iter()
+        .find(|s| s.parent_span_id == batch.span_id && s.name == "INSERT orders")
+        .unwrap_or_else(|| panic!("no insert span under the batch: {spans:#?}"));
+    assert_eq!(insert.trace_id, batch.trace_id);
+    assert_eq!(insert.attribute("db.system"), Some("postgresql"));
+}
+
+async fn events_are_linked_to_their_traces(protocol: OtlpProtocol) {
+    let collector = Collector::start(protocol).await;
+    let (db, pool) = database().await;
+    let stream = TestStream::new();
+    let (id, event) = synthetic_event(3);
+    let trace = trace_id();
+    stream.publish_event(&traced(&event, &trace));
+    // A poison event: its dead letter gets a span in the batch's trace.
+    stream.publish("poison-1", ORDER_TYPE, "{not json");
+
+    let process = Process::spawn(
+        traced_ingest(db.url(), &stream, &collector.env("order-ingest-test")),
+        &format!("traces-ingest-{}", protocol.as_str().replace('/', "-")),
+    );
+    wait_rows(&pool, 1, WAIT).await;
+    assert!(stored(&pool, id).await.is_some());
+    let spans = collector
+        .wait_for(WAIT, |spans| {
+            linked_to(spans, &trace).is_some()
+                && spans.iter().any(|s| s.name == "INSERT orders")
+                && spans.iter().any(|s| s.name == "dead letter")
+        })
+        .await;
+    assert_batch_traced(&spans, &stream, &trace);
+    let letter = spans
+        .iter()
+        .find(|s| s.name == "dead letter")
+        .unwrap_or_else(|| panic!("no dead-letter span: {spans:#?}"));
+    assert_eq!(letter.attribute("error.type"), Some("invalid_json"));
+    assert_eq!(letter.status_code, 2, "{letter:#?}");
+    let parent = spans
+        .iter()
+        .find(|s| s.span_id == letter.parent_span_id)
+        .unwrap_or_else(|| panic!("the dead letter's parent: {spans:#?}"));
+    assert!(parent.name.starts_with("process "), "{parent:#?}");
+    process.stop().await;
+
+    // --replay traces its batches the same way.
+    let replay = traced_ingest(db.url(), &stream, &collector.env("order-ingest-test"))
+        .args(["--replay", "--from", "0"])
+        .output()
+        .unwrap();
+    // Exit 1: the poison event cannot be stored (replay reports it, never dead-letters it).
+    assert_eq!(
+        replay.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let spans = collector
+        .wait_for(WAIT, |spans| {
+            spans
+                .iter()
+                .filter(|s| s.links.iter().any(|(t, _)| *t == trace))
+                .count()
+                >= 2
+        })
+        .await;
+    let batches: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.links.iter().any(|(t, _)| *t == trace))
+        .collect();
+    assert_eq!(
+        batches.len(),
+        2,
+        "the consumer's and the replay's: {spans:#?}"
+    );
+    for batch in batches {
+        assert!(spans
+            .iter()
+            .any(|s| s.parent_span_id == batch.span_id && s.name == "INSERT orders"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_linked_to_their_traces_over_grpc() {
+    events_are_linked_to_their_traces(OtlpProtocol::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_linked_to_their_traces_over_http_protobuf() {
+    events_are_linked_to_their_traces(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_costs_no_order() {
+    let (db, pool) = database().await;
+    let stream = TestStream::new();
+    let closed = free_port();
+    let env: Vec<(String, String)> = [
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{closed}"),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut ids = Vec::new();
+    for store in 1..=50 {
+        let (id, event) = synthetic_event(store);
+        stream.publish_event(&traced(&event, &trace_id()));
+        ids.push(id);
+    }
+    let process = Process::spawn(traced_ingest(db.url(), &stream, &env), "traces-ingest-down");
+    wait_rows(&pool, 50, WAIT).await;
+    for id in ids {
+        assert!(stored(&pool, id).await.is_some());
+    }
+    let started = Instant::now();
+    process.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(stream.pending("order-service"), 0);
+}

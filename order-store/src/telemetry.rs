@@ -1,0 +1,478 @@
+//! Logs and OpenTelemetry traces of both binaries, set up once at start-up.
+//!
+//! Traces are configured only by the standard OpenTelemetry variables, the ones the existing
+//! order-service's Java agent reads, so a deployment keeps its environment:
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (no endpoint: no
+//! export, and no tracing layer at all, so it costs nothing), `OTEL_EXPORTER_OTLP_PROTOCOL`
+//! (`grpc` or `http/protobuf`), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_EXPORTER`
+//! (`otlp` or `none`), `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_TRACES_SAMPLER` / `_ARG`, `OTEL_PROPAGATORS` and the batch processor's `OTEL_BSP_*`.
+//!
+//! Export is batched on the runtime and never waits on the collector: a full queue drops spans,
+//! and a collector that is down costs a warning per failed export, never a request or an order.
+//!
+//! `RUST_LOG` filters the log lines only; the spans exported are this service's own (the
+//! `order_*` crates) at `debug` and above, whatever the log level, so that turning logs down
+//! does not turn traces off, and so that the exporter's own HTTP/2 client never traces itself.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::resource::{EnvResourceDetector, ResourceDetector};
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing::Subscriber;
+use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::process::LogFormat;
+
+/// The OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// What the environment asks of trace export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceExport {
+    /// No export; the reason, for the start-up log line.
+    Off(&'static str),
+    Otlp {
+        protocol: OtlpProtocol,
+        endpoint: String,
+        propagators: Vec<&'static str>,
+    },
+}
+
+/// Reads the trace settings from `var` (the environment, or a map in tests). A value that is
+/// set but not understood is a configuration error, like a bad flag: silently not tracing is
+/// what this issue exists to prevent.
+pub fn trace_export(var: impl Fn(&str) -> Option<String>) -> Result<TraceExport, String> {
+    let get = |name: &str| {
+        var(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    if get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(TraceExport::Off("OTEL_SDK_DISABLED=true"));
+    }
+    match get("OTEL_TRACES_EXPORTER").as_deref() {
+        None | Some("otlp") => {}
+        Some("none") => return Ok(TraceExport::Off("OTEL_TRACES_EXPORTER=none")),
+        Some(other) => {
+            return Err(format!(
+                "OTEL_TRACES_EXPORTER {other:?} is not supported: use otlp or none"
+            ))
+        }
+    }
+    let Some(endpoint) =
+        get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    else {
+        return Ok(TraceExport::Off("no OTEL_EXPORTER_OTLP_ENDPOINT"));
+    };
+    // Neither exporter client is built with TLS: in-cluster collectors listen on plain http.
+    // Refused here, as one line at start-up, rather than as an export error every 5 s.
+    if !endpoint.to_ascii_lowercase().starts_with("http://") {
+        return Err(format!(
+            "OTLP endpoint {endpoint:?} is not supported: use the collector's http:// endpoint"
+        ));
+    }
+    let protocol_var = if get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").is_some() {
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    } else {
+        "OTEL_EXPORTER_OTLP_PROTOCOL"
+    };
+    // The specification's default is http/protobuf.
+    let protocol = match get(protocol_var).as_deref() {
+        None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+        Some("grpc") => OtlpProtocol::Grpc,
+        Some(other) => {
+            return Err(format!(
+                "{protocol_var} {other:?} is not supported: use grpc or http/protobuf"
+            ))
+        }
+    };
+    let mut propagators = Vec::new();
+    for name in get("OTEL_PROPAGATORS")
+        .as_deref()
+        .unwrap_or("tracecontext,baggage")
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        match name {
+            "tracecontext" => propagators.push("tracecontext"),
+            "baggage" => propagators.push("baggage"),
+            "none" => {}
+            other => {
+                return Err(format!(
+                    "OTEL_PROPAGATORS {other:?} is not supported: use tracecontext, baggage or none"
+                ))
+            }
+        }
+    }
+    propagators.dedup();
+    Ok(TraceExport::Otlp {
+        protocol,
+        endpoint,
+        propagators,
+    })
+}
+
+/// The running trace pipeline; [`Telemetry::shutdown`] flushes it.
+#[must_use = "call shutdown() before exiting, or the last spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+/// How long shutdown waits for the last export: a collector that is down must not hold the
+/// process past its termination grace period.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Telemetry {
+    /// Exports what is still queued and stops the exporter, waiting at most three seconds.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        // The provider's shutdown blocks until the export task on the runtime answers.
+        let flush = tokio::task::spawn_blocking(move || provider.shutdown());
+        match tokio::time::timeout(FLUSH_TIMEOUT, flush).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "trace export did not flush"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "trace export did not flush"),
+            Err(_) => tracing::warn!("trace export did not flush within 3 s; last spans dropped"),
+        }
+    }
+}
+
+/// Sets up logs (stderr, `format`, `RUST_LOG` or `default_filter`) and, when the environment
+/// asks for it, trace export as `default_service_name` (`OTEL_SERVICE_NAME` overrides it).
+/// Must run inside the tokio runtime (the exporters' clients live on it). The `Err` is one line
+/// to print before exiting with a usage error.
+pub fn init(
+    format: LogFormat,
+    default_filter: &str,
+    default_service_name: &str,
+) -> Result<Telemetry, String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|e| format!("invalid RUST_LOG {directives:?}: {e}"))?,
+        _ => EnvFilter::try_new(default_filter)
+            .map_err(|e| format!("invalid default log filter {default_filter:?}: {e}"))?,
+    };
+    let export = trace_export(|name| std::env::var(name).ok())?;
+    let provider = match &export {
+        TraceExport::Off(_) => None,
+        TraceExport::Otlp {
+            protocol,
+            propagators,
+            ..
+        } => Some(tracer_provider(
+            *protocol,
+            propagators,
+            default_service_name,
+        )?),
+    };
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonWithTraceIds(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+            ))
+            .with_filter(filter)
+            .boxed(),
+    };
+    let traces = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("order-service"))
+            .with_error_records_to_exceptions(true)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                // Spans down to `debug` (the database, batch and dead-letter spans are
+                // `debug` so that logs at `info` neither show nor pay for them); of the log
+                // events, only warnings and errors become span events.
+                let level = if meta.is_span() {
+                    tracing::Level::DEBUG
+                } else {
+                    tracing::Level::WARN
+                };
+                meta.target().starts_with("order_") && *meta.level() <= level
+            }))
+    });
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    match export {
+        TraceExport::Off(reason) => tracing::debug!(reason, "trace export off"),
+        TraceExport::Otlp {
+            protocol, endpoint, ..
+        } => tracing::info!(protocol = protocol.as_str(), %endpoint, "exporting traces over OTLP"),
+    }
+    Ok(Telemetry { provider })
+}
+
+fn tracer_provider(
+    protocol: OtlpProtocol,
+    propagators: &[&str],
+    default_service_name: &str,
+) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+    // The exporter reads the endpoint, headers, timeout and compression variables itself.
+    let exporter = match protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_protocol(Protocol::Grpc)
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .build(),
+    }
+    .map_err(|e| format!("cannot set up OTLP trace export: {e}"))?;
+    let processor =
+        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
+        || EnvResourceDetector::new()
+            .detect()
+            .get(&opentelemetry::Key::from_static_str("service.name"))
+            .is_some();
+    let mut resource = Resource::builder()
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    if !named {
+        resource = resource.with_service_name(default_service_name.to_owned());
+    }
+    let mut composite: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
+    for name in propagators {
+        match *name {
+            "tracecontext" => composite.push(Box::new(TraceContextPropagator::new())),
+            "baggage" => composite.push(Box::new(BaggagePropagator::new())),
+            _ => {}
+        }
+    }
+    // OpenTelemetry's one process-wide propagator: what every OTel library reads, set once here.
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(composite));
+    // The sampler comes from OTEL_TRACES_SAMPLER / _ARG (the SDK's default config reads them).
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource.build())
+        .build())
+}
+
+/// The span of one database call on `orders` (OpenTelemetry's database conventions): named
+/// after the SQL operation (`SELECT orders`), carrying the operation and never the statement's
+/// parameters. `debug`, like every span that is only for traces. The caller records
+/// `otel.status_code = "ERROR"` when the call fails.
+pub fn db_span(operation: &'static str, rows: Option<usize>) -> tracing::Span {
+    tracing::debug_span!(
+        "db",
+        otel.name = %format_args!("{operation} orders"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        db.system = "postgresql",
+        db.system.name = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = "orders",
+        db.operation.batch.size = rows,
+    )
+}
+
+/// The remote span context of a W3C `traceparent` (and `tracestate`), if valid. Used for links,
+/// which need a span context rather than a whole context.
+pub fn remote_span_context(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
+    let mut carrier = HashMap::with_capacity(2);
+    carrier.insert("traceparent".to_owned(), traceparent.to_owned());
+    if let Some(state) = tracestate {
+        carrier.insert("tracestate".to_owned(), state.to_owned());
+    }
+    let context = TraceContextPropagator::new().extract(&carrier);
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| span_context.clone())
+}
+
+/// The trace id (32 hex digits) of the current span, when one is being traced.
+pub fn current_trace_id() -> Option<String> {
+    opentelemetry::Context::map_current(|context| {
+        let span = context.span();
+        let span_context = span.span_context();
+        span_context
+            .is_valid()
+            .then(|| span_context.trace_id().to_string())
+    })
+}
+
+/// tracing-subscriber's JSON lines with the current span's `trace_id` and `span_id` first, so
+/// that a log line can be found from a trace and the other way round.
+struct JsonWithTraceIds(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for JsonWithTraceIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        // The tracing layer makes an entered span's context the current OpenTelemetry context.
+        let ids = opentelemetry::Context::map_current(|context| {
+            let span = context.span();
+            let span_context = span.span_context();
+            span_context.is_valid().then(|| {
+                (
+                    span_context.trace_id().to_string(),
+                    span_context.span_id().to_string(),
+                )
+            })
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(256);
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        // The JSON formatter writes one object: `{...}\n`.
+        match line.strip_prefix('{') {
+            Some(rest) => write!(
+                writer,
+                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export(vars: &[(&str, &str)]) -> Result<TraceExport, String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        trace_export(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn no_endpoint_means_no_export() {
+        assert_eq!(
+            export(&[]),
+            Ok(TraceExport::Off("no OTEL_EXPORTER_OTLP_ENDPOINT"))
+        );
+        assert_eq!(
+            export(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            Ok(TraceExport::Off("no OTEL_EXPORTER_OTLP_ENDPOINT"))
+        );
+    }
+
+    #[test]
+    fn the_platform_settings_export_over_grpc() {
+        let got = export(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_PROPAGATORS", "tracecontext,baggage"),
+        ]);
+        assert_eq!(
+            got,
+            Ok(TraceExport::Otlp {
+                protocol: OtlpProtocol::Grpc,
+                endpoint: "http://tempo:4317".to_owned(),
+                propagators: vec!["tracecontext", "baggage"],
+            })
+        );
+    }
+
+    #[test]
+    fn signal_specific_settings_win_and_http_protobuf_is_the_default() {
+        let got = export(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://b:4318/v1/traces",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ]);
+        assert!(
+            matches!(got, Ok(TraceExport::Otlp { protocol: OtlpProtocol::HttpProtobuf, ref endpoint, .. }) if endpoint == "http://b:4318/v1/traces")
+        );
+        let got = export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318")]);
+        assert!(matches!(
+            got,
+            Ok(TraceExport::Otlp {
+                protocol: OtlpProtocol::HttpProtobuf,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn exporter_none_and_sdk_disabled_turn_export_off() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317");
+        assert!(matches!(
+            export(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]),
+            Ok(TraceExport::Off(_))
+        ));
+        assert!(matches!(
+            export(&[endpoint, ("OTEL_SDK_DISABLED", "true")]),
+            Ok(TraceExport::Off(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_values_are_configuration_errors() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317");
+        assert_eq!(
+            export(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
+            Err("OTEL_EXPORTER_OTLP_PROTOCOL \"http/json\" is not supported: use grpc or http/protobuf".to_owned())
+        );
+        assert!(export(&[endpoint, ("OTEL_TRACES_EXPORTER", "zipkin")]).is_err());
+        assert!(export(&[endpoint, ("OTEL_PROPAGATORS", "b3")]).is_err());
+        assert!(export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://tempo:4317")]).is_err());
+    }
+
+    #[test]
+    fn traceparent_becomes_a_remote_span_context() {
+        let context = remote_span_context(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            Some("congo=t61rcWkgMzE"),
+        );
+        let context = context.expect("a valid traceparent");
+        assert_eq!(
+            context.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert!(context.is_remote());
+        assert!(remote_span_context("00-zz-b7ad6b7169203331-01", None).is_none());
+    }
+}
