@@ -7,13 +7,18 @@
 # (127.0.0.1:6379), with release builds, traffic on loopback only:
 #   1. API:     seeds N orders into a fresh database, then wrk (Lua scripts in bench/wrk/) at C
 #               connections on GET /orders/{id}, GET /orders?storeNumber=..&size=20 and GraphQL
-#               order(id) with the full field set; side by side pgbench selecting one order by
-#               primary key (prepared, same C) and PostGraphile 4.14 serving the same table.
+#               order(id) with the full field set; side by side pgbench (prepared, same C)
+#               selecting one order by primary key (bench/pgbench_pk.sql) and running the
+#               listing's page and count queries in its transaction (bench/pgbench_listing.sql),
+#               and PostGraphile 4.14 serving the same table (one process and one per core).
 #   2. ingest:  preloads N events (order-ingest publish-sample) into a fresh stream and times
-#               order-ingest draining it with 1 and 2 workers; side by side the same rows
-#               inserted directly with the same multi-row INSERT and batch size (the database
-#               ceiling) and one single-row INSERT per event in its own transaction (the
-#               existing service's pattern).
+#               order-ingest draining it with 1, 2 and 4 workers; side by side the database
+#               ceiling: the same rows inserted directly (order-bench insert) in each of the
+#               three idempotent forms (the ingest's multi-row INSERT ... VALUES, INSERT ...
+#               SELECT FROM unnest(<one array per column>), binary COPY into a temporary table
+#               then INSERT ... SELECT ... ON CONFLICT DO NOTHING), B rows a statement, at 1, 2
+#               and 4 connections; and one single-row INSERT per event in its own transaction
+#               (the existing service's pattern) at 1 and 2 connections.
 #   3. latency: events published at a fixed rate; publish-to-committed-row percentiles.
 # Peak RSS is VmHWM from /proc/<pid>/status, reset before and read after each phase. With
 # profiling on (the default), perf samples the API under each workload and the ingest while
@@ -26,7 +31,7 @@
 #   --connections C       wrk connections and pgbench clients           [BENCH_CONNECTIONS=64]
 #   --rate R              events/s of the latency phase                 [BENCH_RATE=2000]
 #   --latency-seconds S   seconds of the latency phase                  [BENCH_LATENCY_SECONDS=30]
-#   --batch B             order-ingest --batch-size, and the ceiling's  [BENCH_BATCH=200]
+#   --batch B             order-ingest --batch-size, and the ceilings'  [BENCH_BATCH=200]
 #   --stores S            store numbers the orders spread over          [BENCH_STORES=200]
 #   --existing-seconds S  time bound of the per-event pattern runs      [BENCH_EXISTING_SECONDS=15]
 #   --phases LIST         comma-separated subset of api,ingest,latency  [BENCH_PHASES=api,ingest,latency]
@@ -288,6 +293,27 @@ wrk_run() { # name url script pid [VAR=value...]: warm-up, then the measured run
   log "$name: $(cat "$OUT/$name.json")"
 }
 
+pgbench_run() { # name script VAR=value: warm-up, then the measured run -> $OUT/name.json
+  local name="$1" script="$2" define="$3"
+  local pgb=(pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -D "$define" -f "$BENCH_DIR/$script")
+  "${pgb[@]}" -T "$WARMUP" "$DB" > "$OUT/$name.warmup.txt" 2>&1
+  mkdir -p "$OUT/$name-log"; rm -f "$OUT/$name-log/"*
+  echo "pgbench -n -M prepared -c $CONNECTIONS -j $THREADS -D $define -f bench/$script -T $DURATION -l $DB" >> "$OUT/commands.txt"
+  (cd "$OUT/$name-log" && "${pgb[@]}" -T "$DURATION" -l "$DB") > "$OUT/$name.txt" 2>&1
+  local tps; tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/$name.txt")
+  [ -n "$tps" ] || die "pgbench gave no result for $name (see $OUT/$name.txt)"
+  # Per-transaction log: field 3 is the latency in microseconds.
+  cat "$OUT/$name-log/"* | awk '{print $3}' | sort -n > "$OUT/$name-latencies.txt"
+  local n p50 p99 p999
+  n=$(wc -l < "$OUT/$name-latencies.txt")
+  p50=$(sed -n "$(( (n * 50 + 99) / 100 ))p" "$OUT/$name-latencies.txt")
+  p99=$(sed -n "$(( (n * 99 + 99) / 100 ))p" "$OUT/$name-latencies.txt")
+  p999=$(sed -n "$(( (n * 999 + 999) / 1000 ))p" "$OUT/$name-latencies.txt")
+  printf '{"rps":%s,"requests":%s,"lat_p50_us":%s,"lat_p99_us":%s,"lat_p999_us":%s}\n' "$tps" "$n" "$p50" "$p99" "$p999" > "$OUT/$name.json"
+  rm -rf "$OUT/$name-log" "$OUT/$name-latencies.txt"
+  log "$name: $(cat "$OUT/$name.json")"
+}
+
 api_phase() {
   log "API phase: fresh database $DB, order-api on $API_ADDR"
   echo "# API" >> "$OUT/commands.txt"
@@ -330,22 +356,9 @@ api_phase() {
   stop_pid "$api"; forget_pid "$api"
 
   log "pgbench: one order by primary key, prepared, $CONNECTIONS clients"
-  local pgb=(pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -D "orders=$EVENTS" -f "$BENCH_DIR/pgbench_pk.sql")
-  "${pgb[@]}" -T "$WARMUP" "$DB" > "$OUT/pgbench.warmup.txt" 2>&1
-  mkdir -p "$OUT/pgbench-log"; rm -f "$OUT/pgbench-log/"*
-  echo "pgbench -n -M prepared -c $CONNECTIONS -j $THREADS -D orders=$EVENTS -f bench/pgbench_pk.sql -T $DURATION -l $DB" >> "$OUT/commands.txt"
-  (cd "$OUT/pgbench-log" && "${pgb[@]}" -T "$DURATION" -l "$DB") > "$OUT/pgbench.txt" 2>&1
-  local tps; tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/pgbench.txt")
-  [ -n "$tps" ] || die "pgbench gave no result (see $OUT/pgbench.txt)"
-  # Per-transaction log: field 3 is the latency in microseconds.
-  cat "$OUT/pgbench-log/"* | awk '{print $3}' | sort -n > "$OUT/pgbench-latencies.txt"
-  local n p50 p99
-  n=$(wc -l < "$OUT/pgbench-latencies.txt")
-  p50=$(sed -n "$(( (n * 50 + 99) / 100 ))p" "$OUT/pgbench-latencies.txt")
-  p99=$(sed -n "$(( (n * 99 + 99) / 100 ))p" "$OUT/pgbench-latencies.txt")
-  printf '{"rps":%s,"requests":%s,"lat_p50_us":%s,"lat_p99_us":%s}\n' "$tps" "$n" "$p50" "$p99" > "$OUT/pgbench.json"
-  rm -rf "$OUT/pgbench-log" "$OUT/pgbench-latencies.txt"
-  log "pgbench: $(cat "$OUT/pgbench.json")"
+  pgbench_run pgbench pgbench_pk.sql "orders=$EVENTS"
+  log "pgbench: the store listing's page and count queries, prepared, $CONNECTIONS clients"
+  pgbench_run pgbench_listing pgbench_listing.sql "stores=$STORES"
 
   # PostGraphile twice: one Node process (its default) and one cluster worker per core; the
   # faster of the two is the peer.
@@ -440,13 +453,18 @@ EOF
   grep -q '"drained": true' "$OUT/$name.json" || die "$name did not drain within the time limit"
 }
 
+# The ceiling forms of `order-bench insert` and the connection counts they run at.
+CEILING_FORMS=(batch unnest copy)
+CEILING_CONNS=(1 2 4)
+INGEST_WORKERS=(1 2 4)
+
 ingest_phase() {
   log "ingest phase: fresh database $DB"
   echo "# ingest" >> "$OUT/commands.txt"
   fresh_database
   migrate
-  local w key
-  for w in 1 2; do
+  local w key form c
+  for w in "${INGEST_WORKERS[@]}"; do
     key="$PREFIX:drain$w"
     log "preloading $EVENTS events into $key"
     preload "$key" "$EVENTS"
@@ -454,13 +472,26 @@ ingest_phase() {
     echo "order-ingest --stream-key $key --consumer-group order-service --consumer-name bench-N --batch-size $BATCH --metrics-addr 127.0.0.1:PORT   # x$w, DATABASE_URL=$DATABASE_URL" >> "$OUT/commands.txt"
     log "draining with $w worker(s)"
     drain "$w" "$key" "ingest_w$w"
-    log "database ceiling: same rows, multi-row INSERT of $BATCH, $w connection(s)"
-    run_logged "$BIN/order-bench" insert --mode batch --batch "$BATCH" --conns "$w" --max-seconds 600 | json_line > "$OUT/ceiling_w$w.json"
-    log "ceiling_w$w: $(cat "$OUT/ceiling_w$w.json")"
-    log "existing pattern: one INSERT per event in its own transaction, $w connection(s), ${EXISTING_SECONDS}s"
-    run_logged "$BIN/order-bench" insert --mode single --conns "$w" --max-seconds "$EXISTING_SECONDS" | json_line > "$OUT/existing_w$w.json"
-    log "existing_w$w: $(cat "$OUT/existing_w$w.json")"
-    if [ "$w" = 1 ]; then redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null; fi
+    if [ "$w" = 1 ]; then
+      # Every ceiling reads back the rows this drain committed, truncates the table and
+      # inserts them again, so the table is whole again after each.
+      for form in "${CEILING_FORMS[@]}"; do
+        for c in "${CEILING_CONNS[@]}"; do
+          log "database ceiling: same rows, $form, $BATCH rows a statement, $c connection(s)"
+          run_logged "$BIN/order-bench" insert --mode "$form" --batch "$BATCH" --conns "$c" --max-seconds 600 \
+            | json_line > "$OUT/ceiling_${form}_c$c.json"
+          log "ceiling_${form}_c$c: $(cat "$OUT/ceiling_${form}_c$c.json")"
+        done
+      done
+    fi
+    if [ "$w" -le 2 ]; then
+      # Bounded by time, so it leaves only part of the rows behind: after the ceilings.
+      log "existing pattern: one INSERT per event in its own transaction, $w connection(s), ${EXISTING_SECONDS}s"
+      run_logged "$BIN/order-bench" insert --mode single --conns "$w" --max-seconds "$EXISTING_SECONDS" | json_line > "$OUT/existing_w$w.json"
+      log "existing_w$w: $(cat "$OUT/existing_w$w.json")"
+    fi
+    # The second drain's stream is the latency phase's source.
+    if [ "$w" != 2 ]; then redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null; fi
   done
   if [ "$PROFILE" = 1 ]; then
     local n=$(( EVENTS < 50000 ? EVENTS : 50000 ))

@@ -2,9 +2,12 @@
 //!
 //! - `seed`: N realistic orders with ids `md5(n)` (so pgbench computes the same ids in SQL) and
 //!   the id file the wrk scripts draw from;
-//! - `insert`: the database ceiling for the ingest INSERT (the same multi-row
-//!   `INSERT ... ON CONFLICT DO NOTHING RETURNING id`, same rows, same batch size) and the
-//!   existing service's pattern (one single-row INSERT per event in its own transaction);
+//! - `insert`: the database ceiling for the ingest's rows, in every form PostgreSQL offers to
+//!   insert them idempotently (the ingest's own multi-row `INSERT ... VALUES ... ON CONFLICT DO
+//!   NOTHING RETURNING id`, `INSERT ... SELECT FROM unnest(...)` with one array per column, and
+//!   binary `COPY` into a temporary table then `INSERT ... SELECT ... ON CONFLICT DO NOTHING`;
+//!   same rows, same batch size), and the existing service's pattern (one single-row INSERT
+//!   per event in its own transaction);
 //! - `wait-drain`: returns when a consumer group has read and acknowledged N entries;
 //! - `latency`: publishes events at a fixed rate and measures publish-to-committed-row.
 //!
@@ -28,6 +31,8 @@ use order_ingest::sample::SampleOrder;
 use order_store::schema::orders;
 use serde_json::json;
 use uuid::Uuid;
+
+mod ceiling;
 
 #[derive(Debug, Parser)]
 #[command(name = "order-bench", about = "Helpers of bench/run.sh")]
@@ -57,7 +62,7 @@ enum Command {
     Insert {
         #[arg(long, value_enum)]
         mode: InsertMode,
-        /// Rows per INSERT (batch mode).
+        /// Rows per statement (batch, unnest and copy modes).
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=2000))]
         batch: u64,
         /// Concurrent connections.
@@ -108,6 +113,30 @@ enum InsertMode {
     Batch,
     /// `BEGIN; INSERT <one row> ON CONFLICT DO NOTHING; COMMIT` per row.
     Single,
+    /// `INSERT INTO orders (...) SELECT * FROM unnest($1::uuid[], $2::int4[], ...) ON CONFLICT
+    /// DO NOTHING RETURNING id`, one array parameter per column, autocommit.
+    Unnest,
+    /// `BEGIN; COPY tmp FROM STDIN (FORMAT binary); INSERT INTO orders SELECT ... FROM tmp ON
+    /// CONFLICT DO NOTHING RETURNING id; COMMIT`, into a temporary table created once per
+    /// connection with `ON COMMIT DELETE ROWS`.
+    Copy,
+}
+
+impl InsertMode {
+    fn name(self) -> &'static str {
+        match self {
+            InsertMode::Batch => "batch",
+            InsertMode::Single => "single",
+            InsertMode::Unnest => "unnest",
+            InsertMode::Copy => "copy",
+        }
+    }
+}
+
+/// One connection of the insert benchmark, in the client its mode needs.
+enum InsertConn {
+    Diesel(Box<AsyncPgConnection>),
+    Direct(ceiling::Ceiling),
 }
 
 /// One `orders` row with every column, read back and inserted as it is.
@@ -303,7 +332,7 @@ async fn insert(
         .await
         .context("TRUNCATE orders")?;
     let per_statement = match mode {
-        InsertMode::Batch => batch,
+        InsertMode::Batch | InsertMode::Unnest | InsertMode::Copy => batch,
         InsertMode::Single => 1,
     };
     let rows = Arc::new(rows);
@@ -311,7 +340,17 @@ async fn insert(
     let chunks = rows.len().div_ceil(per_statement);
     let mut connections = Vec::with_capacity(conns);
     for _ in 0..conns {
-        connections.push(connect(url).await?);
+        connections.push(match mode {
+            InsertMode::Batch | InsertMode::Single => {
+                InsertConn::Diesel(Box::new(connect(url).await?))
+            }
+            InsertMode::Unnest => {
+                InsertConn::Direct(ceiling::Ceiling::connect(url, ceiling::Form::Unnest).await?)
+            }
+            InsertMode::Copy => {
+                InsertConn::Direct(ceiling::Ceiling::connect(url, ceiling::Form::Copy).await?)
+            }
+        });
     }
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(conns);
@@ -328,15 +367,8 @@ async fn insert(
                 }
                 let slice =
                     &rows[chunk * per_statement..((chunk + 1) * per_statement).min(rows.len())];
-                inserted += match mode {
-                    InsertMode::Batch => diesel::insert_into(orders::table)
-                        .values(slice)
-                        .on_conflict_do_nothing()
-                        .returning(orders::id)
-                        .get_results::<Uuid>(&mut conn)
-                        .await
-                        .map(|ids| ids.len())?,
-                    InsertMode::Single => {
+                inserted += match (&mut conn, mode) {
+                    (InsertConn::Diesel(conn), InsertMode::Single) => {
                         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
                             diesel::insert_into(orders::table)
                                 .values(&slice[0])
@@ -346,10 +378,18 @@ async fn insert(
                         })
                         .await?
                     }
+                    (InsertConn::Diesel(conn), _) => diesel::insert_into(orders::table)
+                        .values(slice)
+                        .on_conflict_do_nothing()
+                        .returning(orders::id)
+                        .get_results::<Uuid>(conn)
+                        .await
+                        .map(|ids| ids.len())?,
+                    (InsertConn::Direct(c), _) => c.insert(slice).await?,
                 };
                 statements += 1;
             }
-            Ok::<_, diesel::result::Error>((inserted, statements))
+            Ok::<_, anyhow::Error>((inserted, statements))
         }));
     }
     let mut inserted = 0;
@@ -361,7 +401,7 @@ async fn insert(
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(json!({
-        "mode": match mode { InsertMode::Batch => "batch", InsertMode::Single => "single" },
+        "mode": mode.name(),
         "batch": per_statement,
         "conns": conns,
         "rows_available": rows.len(),

@@ -80,6 +80,8 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
     pub path: String,
+    /// [`route_label`] of `path`, worked out once.
+    pub route: &'static str,
     pub method: Method,
     pub trace_id: Option<String>,
     pub started: Instant,
@@ -87,22 +89,25 @@ pub struct RequestInfo {
 
 /// The trace id of a W3C `traceparent` header, else a sane `X-Request-Id`.
 pub fn trace_id(headers: &HeaderMap) -> Option<String> {
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let parts: Vec<&str> = v.trim().split('-').collect();
-            let id = *parts.get(1)?;
-            let valid = parts.len() >= 4
-                && id.len() == 32
-                && id.bytes().all(|b| b.is_ascii_hexdigit())
-                && id.bytes().any(|b| b != b'0');
-            valid.then(|| id.to_ascii_lowercase())
-        });
+    trace_id_of(
+        headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// [`trace_id`] from the two header values it reads.
+fn trace_id_of(traceparent: Option<&str>, request_id: Option<&str>) -> Option<String> {
+    let traceparent = traceparent.and_then(|v| {
+        let parts: Vec<&str> = v.trim().split('-').collect();
+        let id = *parts.get(1)?;
+        let valid = parts.len() >= 4
+            && id.len() == 32
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+            && id.bytes().any(|b| b != b'0');
+        valid.then(|| id.to_ascii_lowercase())
+    });
     traceparent.or_else(|| {
-        headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
+        request_id
             .map(str::trim)
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_owned)
@@ -148,18 +153,38 @@ pub fn server_span(method: &Method, path: &str, headers: &HeaderMap) -> tracing:
     span
 }
 
+/// The request's path, method, route and trace id; only the two headers the trace id comes
+/// from are read (not a copy of every header).
 pub fn request_info() -> impl Filter<Extract = (RequestInfo,), Error = Infallible> + Clone {
     warp::path::full()
         .and(warp::method())
-        .and(warp::header::headers_cloned())
+        .and(header_text("traceparent"))
+        .and(header_text("x-request-id"))
         .map(
-            |path: warp::path::FullPath, method: Method, headers: HeaderMap| RequestInfo {
-                path: path.as_str().to_owned(),
-                method,
-                trace_id: trace_id(&headers),
-                started: Instant::now(),
+            |path: warp::path::FullPath,
+             method: Method,
+             traceparent: Option<String>,
+             request_id: Option<String>| {
+                let path = path.as_str();
+                RequestInfo {
+                    route: route_label(path),
+                    path: path.to_owned(),
+                    method,
+                    trace_id: trace_id_of(traceparent.as_deref(), request_id.as_deref()),
+                    started: Instant::now(),
+                }
             },
         )
+}
+
+/// One header's text if present and visible ASCII (otherwise `None`, as [`trace_id`] reads
+/// it), never a rejection.
+fn header_text(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::header::optional::<String>(name)
+        .or(warp::any().map(|| None))
+        .unify()
 }
 
 /// Writes a pending error body (with path and trace id), records metrics and the span's
@@ -183,12 +208,7 @@ pub fn finish(metrics: &Metrics, info: &RequestInfo, mut response: Response) -> 
     }
     let status = response.status().as_u16();
     let elapsed = info.started.elapsed();
-    metrics.observe(
-        route_label(&info.path),
-        info.method.as_str(),
-        status,
-        elapsed,
-    );
+    metrics.observe(info.route, info.method.as_str(), response.status(), elapsed);
     let span = tracing::Span::current();
     span.record("http.response.status_code", status);
     // The HTTP conventions: a server span is an error for 5xx only; 4xx is the client's.

@@ -156,8 +156,7 @@ struct Source {
 }
 
 /// Stream entries decoded: the orders to insert, and the entries that can never become one.
-pub struct Batch<'a> {
-    entries: &'a [Entry],
+pub struct Batch {
     decode_time: Duration,
     /// The orders to insert, in entry order.
     pub orders: Vec<NewOrder>,
@@ -177,12 +176,12 @@ pub struct Done {
     pub decode_time: Duration,
 }
 
-impl<'a> Batch<'a> {
+impl Batch {
     /// Decodes `entries`; an order event delivered more than `max_deliveries` times fails.
-    pub fn decode(entries: &'a [Entry], event_type: &str, max_deliveries: u64) -> Self {
+    /// The batch keeps no borrow of them: [`Batch::finish`] is handed the same entries again.
+    pub fn decode(entries: &[Entry], event_type: &str, max_deliveries: u64) -> Self {
         let started = Instant::now();
         let mut batch = Batch {
-            entries,
             decode_time: Duration::ZERO,
             orders: Vec::new(),
             sources: Vec::new(),
@@ -242,13 +241,13 @@ impl<'a> Batch<'a> {
     }
 
     /// Applies the insert's `outcomes` (one per order, in order): logs each stored order and
-    /// turns the rejected ones into failures.
-    pub fn finish(self, outcomes: Vec<Outcome>) -> Done {
+    /// turns the rejected ones into failures. `entries` are those the batch was decoded from.
+    pub fn finish(self, entries: &[Entry], outcomes: Vec<Outcome>) -> Done {
         let mut tally = Tally::default();
         let mut failed = self.failed;
         for ((order, source), outcome) in self.orders.iter().zip(&self.sources).zip(outcomes) {
             tally.count(&outcome);
-            let entry = &self.entries[source.entry];
+            let entry = &entries[source.entry];
             let session = source.session.as_deref().unwrap_or_default();
             let message = match outcome {
                 Outcome::Inserted => "inserted order",

@@ -110,7 +110,7 @@ pub async fn replay(
         .instrument(span.clone())
         .await
         .map_err(|e| stopped(format!("insert: {e}"), &start, &summary))?;
-        let done = batch.finish(outcomes);
+        let done = batch.finish(&entries, outcomes);
         span.in_scope(|| {
             for letter in &done.failed {
                 letter.log("replay: entry cannot be stored (not dead-lettered)");

@@ -98,6 +98,19 @@ pub async fn list(
     offset: i64,
     limit: i64,
 ) -> Result<Vec<Order>, StoreError> {
+    Ok(page(filter, after, offset, limit)
+        .select(Order::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// The rows of [`list`], before the selection.
+fn page(
+    filter: &OrderFilter,
+    after: Option<Cursor>,
+    offset: i64,
+    limit: i64,
+) -> orders::BoxedQuery<'_, diesel::pg::Pg> {
     let mut query = filtered(filter);
     if let Some(cursor) = after {
         // A row comparison, which the (…, created_at DESC, id DESC) indexes answer directly.
@@ -109,13 +122,10 @@ pub async fn list(
                 .sql(")"),
         );
     }
-    Ok(query
+    query
         .order((orders::created_at.desc(), orders::id.desc()))
         .offset(offset)
         .limit(limit)
-        .select(Order::as_select())
-        .load(conn)
-        .await?)
 }
 
 pub async fn count(conn: &mut AsyncPgConnection, filter: &OrderFilter) -> Result<i64, StoreError> {
@@ -129,9 +139,36 @@ pub struct SearchPage {
     pub total_count: i64,
 }
 
-/// A page of `list` with its total count, read in one repeatable-read snapshot so that the
-/// count and the page agree.
+/// A page of `list` with its total count, read in one snapshot so that the count and the page
+/// agree: one statement, the page's rows each carrying the count as an uncorrelated scalar
+/// subquery (evaluated once), so a search is one round trip instead of four (BEGIN, page,
+/// count, COMMIT). A page past the end has no row to carry the count; only then, and only
+/// past the first page (an empty first page means no match at all), are page and count read
+/// apart, in one repeatable-read snapshot.
 pub async fn search(
+    conn: &mut AsyncPgConnection,
+    filter: &OrderFilter,
+    offset: i64,
+    limit: i64,
+) -> Result<SearchPage, StoreError> {
+    let total = filtered(filter).count().single_value();
+    let rows: Vec<(Order, Option<i64>)> = page(filter, None, offset, limit)
+        .select((Order::as_select(), total))
+        .load(conn)
+        .await?;
+    let total_count = match rows.as_slice().first() {
+        Some((_, total)) => total.unwrap_or_default(),
+        None if offset == 0 => 0,
+        None => return search_in_snapshot(conn, filter, offset, limit).await,
+    };
+    Ok(SearchPage {
+        orders: rows.into_iter().map(|(order, _)| order).collect(),
+        total_count,
+    })
+}
+
+/// [`search`] as two statements in one read-only repeatable-read transaction.
+async fn search_in_snapshot(
     conn: &mut AsyncPgConnection,
     filter: &OrderFilter,
     offset: i64,

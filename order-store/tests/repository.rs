@@ -696,3 +696,68 @@ async fn search_orders_newest_first_pages_and_counts() {
     };
     assert_eq!(orders::count(&mut conn, &customer_only).await.unwrap(), 20);
 }
+
+/// `insert_if_absent` fills the defaults of NOT NULL columns itself (its `unnest` form has no
+/// `DEFAULT` keyword): if a migration changes one of these defaults, this fails and
+/// `order-store/src/orders/insert.rs` must change with it.
+#[tokio::test]
+async fn the_insert_fills_the_defaults_the_table_declares() {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Default {
+        #[diesel(sql_type = Text)]
+        column_name: String,
+        #[diesel(sql_type = Text)]
+        column_default: String,
+    }
+    let db = TestDatabase::new().await;
+    let mut conn = db.connection().await;
+    let defaults: Vec<Default> = diesel::sql_query(
+        "SELECT column_name::text, column_default::text FROM information_schema.columns \
+         WHERE table_name = 'orders' AND column_default IS NOT NULL ORDER BY column_name",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let found: Vec<(String, String)> = defaults
+        .into_iter()
+        .map(|d| (d.column_name, d.column_default))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("applied_discounts", "'[]'::jsonb"),
+        ("created_at", "now()"),
+        ("discount_total", "0"),
+        ("fulfillment_cost", "0"),
+        ("payment_status", "'PENDING'::character varying"),
+        ("status", "'CREATED'::character varying"),
+        ("tax_total", "0"),
+        ("updated_at", "now()"),
+    ]
+    .into_iter()
+    .map(|(c, d)| (c.to_owned(), d.to_owned()))
+    .collect();
+    assert_eq!(found, expected);
+
+    // And an order that leaves them out gets them.
+    let mut order = sample_order(1);
+    order.discount_total = None;
+    order.tax_total = None;
+    order.fulfillment_cost = None;
+    order.payment_status = None;
+    order.status = None;
+    order.created_at = None;
+    order.updated_at = None;
+    let outcomes = orders::insert_if_absent(&mut conn, std::slice::from_ref(&order))
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![InsertOutcome::Inserted]);
+    let stored = orders::find_by_id(&mut conn, order.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.discount_total, BigDecimal::from(0));
+    assert_eq!(stored.status, OrderStatus::Created);
+    assert_eq!(stored.payment_status, order_store::PaymentStatus::Pending);
+}

@@ -461,3 +461,73 @@ async fn repeated_query_texts_are_answered_from_their_parsed_document_correctly(
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn validation_is_cached_only_for_valid_documents() {
+    let app = app_with_fixtures().await;
+    let token = read_token();
+    // Over the limits: refused on every repetition, never answered from a cache.
+    let mut deep = String::from("name");
+    for _ in 0..20 {
+        deep = format!("ofType {{ {deep} }}");
+    }
+    let too_deep = format!("{{ __schema {{ types {{ fields {{ type {{ {deep} }} }} }} }} }}");
+    let fields: Vec<String> = (0..600)
+        .map(|i| format!("a{i}: orderByNumber(orderNumber: $n) {{ id }}"))
+        .collect();
+    let too_complex = format!("query($n: String!) {{ {} }}", fields.join(" "));
+    for _ in 0..3 {
+        let refusal = error(&app, &token, &too_deep, json!({})).await;
+        assert!(
+            refusal["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("nested too deep")),
+            "{refusal}"
+        );
+        let refusal = error(&app, &token, &too_complex, json!({ "n": "N" })).await;
+        assert!(
+            refusal["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("too complex")),
+            "{refusal}"
+        );
+    }
+    // A valid document, validated once, still answers each request's own variables...
+    let query = format!("query Order($id: ID!) {{ order(id: $id) {{ {ORDER_FIELDS} }} }}");
+    for id in [DELIVERY_ID, PICKUP_ID, MINIMAL_ID, PICKUP_ID] {
+        let order = data(&app, &token, &query, json!({ "id": id })).await["order"].clone();
+        assert_eq!(order["id"], id);
+    }
+    let order = data(
+        &app,
+        &token,
+        &query,
+        json!({ "id": "00000000-0000-4000-8000-000000000000" }),
+    )
+    .await;
+    assert_eq!(order["order"], Value::Null);
+    // ...and variables of the wrong kind are still reported as validation errors, every time.
+    for _ in 0..2 {
+        let reply = graphql(&app, Some(&token), &query, json!({ "id": true })).await;
+        let body = reply.json();
+        assert!(body["errors"].is_array(), "{body}");
+        assert_eq!(body["data"], Value::Null, "{body}");
+        let reply = graphql(&app, Some(&token), &query, json!({})).await;
+        assert!(reply.json()["errors"].is_array());
+    }
+    // Variables of other types are part of the key as they are: an invalid value after a
+    // valid one is still refused.
+    let query = "query($s: Int!, $st: OrderStatus) { orders(storeNumber: $s, status: $st) { id } }";
+    for (store, status) in [(21, "PAID"), (22, "PAID"), (21, "CREATED")] {
+        let variables = json!({ "s": store, "st": status });
+        data(&app, &token, query, variables).await;
+    }
+    for variables in [
+        json!({ "s": "x", "st": "PAID" }),
+        json!({ "s": 21, "st": "NOPE" }),
+    ] {
+        let reply = graphql(&app, Some(&token), query, variables).await;
+        assert!(reply.json()["errors"].is_array(), "{}", reply.text);
+    }
+    app.stop().await;
+}
