@@ -16,7 +16,6 @@
 //! does not turn traces off, and so that the exporter's own HTTP/2 client never traces itself.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
@@ -27,15 +26,16 @@ use opentelemetry_sdk::resource::{EnvResourceDetector, ResourceDetector};
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
-use tracing::Subscriber;
-use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent};
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::process::LogFormat;
+
+mod json_logs;
+
+use json_logs::JsonWithTraceIds;
 
 /// The OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,48 +327,6 @@ pub fn current_trace_id() -> Option<String> {
             .is_valid()
             .then(|| span_context.trace_id().to_string())
     })
-}
-
-/// tracing-subscriber's JSON lines with the current span's `trace_id` and `span_id` first, so
-/// that a log line can be found from a trace and the other way round.
-struct JsonWithTraceIds(Format<Json>);
-
-impl<S, N> FormatEvent<S, N> for JsonWithTraceIds
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> fmt::Result {
-        // The tracing layer makes an entered span's context the current OpenTelemetry context.
-        let ids = opentelemetry::Context::map_current(|context| {
-            let span = context.span();
-            let span_context = span.span_context();
-            span_context.is_valid().then(|| {
-                (
-                    span_context.trace_id().to_string(),
-                    span_context.span_id().to_string(),
-                )
-            })
-        });
-        let Some((trace_id, span_id)) = ids else {
-            return self.0.format_event(ctx, writer, event);
-        };
-        let mut line = String::with_capacity(256);
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        // The JSON formatter writes one object: `{...}\n`.
-        match line.strip_prefix('{') {
-            Some(rest) => write!(
-                writer,
-                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
-            ),
-            None => writer.write_str(&line),
-        }
-    }
 }
 
 #[cfg(test)]

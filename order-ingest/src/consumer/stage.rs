@@ -1,0 +1,159 @@
+//! The pipeline's moving parts: a stage that runs one job at a time in a task of its own, and
+//! the shutdown request every part watches.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::Abandon;
+use crate::metrics::Metrics;
+use crate::retry::{Backoff, DRAIN_LIMIT};
+
+/// A worker (the sink, the acker), idle or busy with one job in a task of its own, which gives
+/// the worker back with `Err(entries)` if the job's batch was abandoned.
+pub(super) enum Stage<W> {
+    Idle(Box<W>),
+    Busy(tokio::task::JoinHandle<(Box<W>, Result<(), usize>)>),
+    /// Only while switching between the two.
+    Empty,
+}
+
+impl<W: Send + 'static> Stage<W> {
+    pub(super) fn idle(worker: W) -> Self {
+        Stage::Idle(Box::new(worker))
+    }
+
+    /// Runs `job` on the worker in a task, once the job in flight (if any) has finished; `Err`
+    /// with the number of entries left pending if that one was abandoned (`job` then never
+    /// starts).
+    pub(super) async fn start<F>(&mut self, job: impl FnOnce(Box<W>) -> F) -> Result<(), usize>
+    where
+        F: Future<Output = (Box<W>, Result<(), usize>)> + Send + 'static,
+    {
+        self.settle().await?;
+        if let Stage::Idle(worker) = std::mem::replace(self, Stage::Empty) {
+            *self = Stage::Busy(tokio::spawn(job(worker)));
+        }
+        Ok(())
+    }
+
+    /// Waits for the job in flight, if any; `Err` with the number of entries left pending if
+    /// it was abandoned. A job that panicked panics here.
+    pub(super) async fn settle(&mut self) -> Result<(), usize> {
+        match std::mem::replace(self, Stage::Empty) {
+            Stage::Busy(task) => match task.await {
+                Ok((worker, result)) => {
+                    *self = Stage::Idle(worker);
+                    result
+                }
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            },
+            idle => {
+                *self = idle;
+                Ok(())
+            }
+        }
+    }
+
+    /// The worker, when no job is in flight.
+    pub(super) fn idle_mut(&mut self) -> Option<&mut W> {
+        match self {
+            Stage::Idle(worker) => Some(worker),
+            _ => None,
+        }
+    }
+
+    /// The worker, when no job is in flight.
+    pub(super) fn into_idle(self) -> Option<Box<W>> {
+        match self {
+            Stage::Idle(worker) => Some(worker),
+            _ => None,
+        }
+    }
+}
+
+/// The shutdown request and when it was first seen, shared by the reader and the sink.
+#[derive(Clone)]
+pub(super) struct Stop {
+    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) seen: Arc<OnceLock<Instant>>,
+}
+
+impl Stop {
+    pub(super) fn stopping(&self) -> bool {
+        let stop = *self.shutdown.borrow() || self.shutdown.has_changed().is_err();
+        if stop {
+            self.seen.get_or_init(Instant::now);
+        }
+        stop
+    }
+
+    pub(super) fn seen(&self) -> Option<Instant> {
+        self.seen.get().copied()
+    }
+
+    pub(super) fn drain_expired(&self) -> bool {
+        self.stopping() && self.seen().is_some_and(|t| t.elapsed() >= DRAIN_LIMIT)
+    }
+
+    /// Completes when the drain time after a shutdown request is spent.
+    pub(super) fn drain_timer(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut shutdown = self.shutdown.clone();
+        let seen = self.seen.clone();
+        async move {
+            let start = if let Some(t) = seen.get() {
+                *t
+            } else {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                *seen.get_or_init(Instant::now)
+            };
+            tokio::time::sleep_until((start + DRAIN_LIMIT).into()).await;
+        }
+    }
+
+    /// Waits `delay` before the next attempt of a failed step. Returns `Err` once shutdown was
+    /// requested and the drain time is spent.
+    pub(super) async fn wait(&self, delay: Duration) -> Result<(), Abandon> {
+        if self.drain_expired() {
+            return Err(Abandon);
+        }
+        if let Some(t) = self.seen() {
+            tokio::time::sleep(delay.min(DRAIN_LIMIT.saturating_sub(t.elapsed()))).await;
+        } else {
+            // Woken early by a shutdown request, so that the drain time starts counting.
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => { self.stopping(); }
+            }
+        }
+        if self.drain_expired() {
+            return Err(Abandon);
+        }
+        Ok(())
+    }
+}
+
+/// Counts and logs a transient failure; returns how long to wait before the next attempt.
+pub(super) fn note_failure(
+    metrics: &Metrics,
+    backoff: &mut Backoff,
+    step: &str,
+    error: &str,
+    held: usize,
+) -> Duration {
+    metrics.add_retry();
+    metrics.set_degraded(true);
+    let delay = backoff.next_delay();
+    tracing::warn!(
+        step,
+        error = %error,
+        attempt = backoff.attempts(),
+        retry_in_ms = delay.as_millis() as u64,
+        held,
+        "transient failure; retrying"
+    );
+    delay
+}
