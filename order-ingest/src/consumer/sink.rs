@@ -57,11 +57,15 @@ impl Sink {
                 .iter()
                 .cloned(),
         );
-        let delay = note_failure(&self.metrics, backoff, step, error, held.len());
-        if !held.is_empty() {
-            self.group.refresh_idle(&held).await;
-        }
-        self.stop.wait(delay).await
+        pause_holding(
+            &self.metrics,
+            &mut self.group,
+            &self.stop,
+            backoff,
+            (step, error),
+            &held,
+        )
+        .await
     }
 
     /// The batch insert, retried while it fails (see [`batch::insert`]).
@@ -152,11 +156,15 @@ impl Acker {
         error: &str,
         held: &[String],
     ) -> Result<(), Abandon> {
-        let delay = note_failure(&self.metrics, backoff, step, error, held.len());
-        if !held.is_empty() {
-            self.group.refresh_idle(held).await;
-        }
-        self.stop.wait(delay).await
+        pause_holding(
+            &self.metrics,
+            &mut self.group,
+            &self.stop,
+            backoff,
+            (step, error),
+            held,
+        )
+        .await
     }
 
     pub(super) async fn dead_letter(
@@ -186,4 +194,22 @@ impl Acker {
         }
         Ok(())
     }
+}
+
+/// What the sink and the acker do after a transient failure of `failed_step`: count and log it, keep
+/// the `held` entries from being claimed by another consumer, and wait before the next attempt.
+/// `Err` once shutdown was requested and the drain time is spent.
+async fn pause_holding(
+    metrics: &Metrics,
+    group: &mut Group,
+    stop: &Stop,
+    backoff: &mut Backoff,
+    (failed_step, error): (&str, &str),
+    held: &[String],
+) -> Result<(), Abandon> {
+    let delay = note_failure(metrics, backoff, failed_step, error, held.len());
+    if !held.is_empty() {
+        group.refresh_idle(held).await;
+    }
+    stop.wait(delay).await
 }
