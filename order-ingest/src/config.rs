@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use order_store::db::OnOff;
 pub use order_store::process::LogFormat;
 use order_store::DbArgs;
 use uuid::Uuid;
@@ -110,6 +111,11 @@ pub struct BackfillArgs {
     /// it the copy starts from the beginning, which is also safe: rows present are skipped.
     #[arg(long, env = "BACKFILL_AFTER")]
     pub after: Option<Uuid>,
+
+    /// Named prepared statements on the source database; `off` when it sits behind a pooler
+    /// in transaction mode. Default: the same as --db-prepared-statements.
+    #[arg(long, env = "BACKFILL_SOURCE_DB_PREPARED_STATEMENTS", value_enum)]
+    pub source_db_prepared_statements: Option<OnOff>,
 
     /// Rows read and inserted per batch.
     #[arg(long, env = "BACKFILL_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]

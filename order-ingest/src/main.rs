@@ -231,6 +231,9 @@ async fn run_backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
     let mut source_args = order_store::DbArgs::for_url(&args.source_database_url);
     source_args.db_pool_size = 2;
     source_args.db_connect_timeout_ms = args.db.db_connect_timeout_ms;
+    source_args.db_prepared_statements = args
+        .source_db_prepared_statements
+        .unwrap_or(args.db.db_prepared_statements);
     let source = order_store::build_pool(&source_args, "order-ingest-backfill");
     drop(
         source
