@@ -9,3 +9,4 @@ mod graphql;
 mod outage;
 mod rest;
 mod traces;
+mod traces_tls;

@@ -16,14 +16,14 @@ use crate::common::{send, variant, Reply, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-api");
 /// The caller's span, as a W3C traceparent.
-const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const CALLER_SPAN: &str = "00f067aa0ba902b7";
+pub(crate) const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+pub(crate) const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-fn traceparent() -> String {
+pub(crate) fn traceparent() -> String {
     format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
 }
 
-struct Api {
+pub(crate) struct Api {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -31,7 +31,7 @@ struct Api {
 
 impl Api {
     /// The binary on `db` with `env` added to a clean OpenTelemetry environment.
-    async fn start(db: &TestDatabase, name: &str, env: &[(String, String)]) -> Api {
+    pub(crate) async fn start(db: &TestDatabase, name: &str, env: &[(String, String)]) -> Api {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
@@ -82,7 +82,7 @@ impl Api {
     }
 
     /// `GET path`, with the caller's `traceparent` when given.
-    async fn get(&self, path: &str, traceparent: Option<&str>) -> Reply {
+    pub(crate) async fn get(&self, path: &str, traceparent: Option<&str>) -> Reply {
         let headers: Vec<(&str, &str)> = traceparent
             .map(|t| ("traceparent", t))
             .into_iter()
@@ -91,7 +91,7 @@ impl Api {
     }
 
     /// SIGTERM and the exit, which flushes the last spans.
-    async fn stop(mut self) -> String {
+    pub(crate) async fn stop(mut self) -> String {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -111,7 +111,7 @@ impl Drop for Api {
     }
 }
 
-async fn stored_order(db: &TestDatabase) -> uuid::Uuid {
+pub(crate) async fn stored_order(db: &TestDatabase) -> uuid::Uuid {
     let order = variant("immediate-minimal", 7, None, chrono::Utc::now());
     let mut conn = db.connection().await;
     orders::insert_if_absent(&mut conn, std::slice::from_ref(&order))
@@ -120,7 +120,7 @@ async fn stored_order(db: &TestDatabase) -> uuid::Uuid {
     order.id
 }
 
-fn find<'a>(spans: &'a [ReceivedSpan], name: &str) -> Option<&'a ReceivedSpan> {
+pub(crate) fn find<'a>(spans: &'a [ReceivedSpan], name: &str) -> Option<&'a ReceivedSpan> {
     spans.iter().find(|s| s.name == name)
 }
 
