@@ -170,3 +170,26 @@ async fn an_http_protobuf_collector_signed_by_another_ca_is_one_warning_and_no_e
     )
     .await;
 }
+
+#[test]
+fn an_unreadable_collector_certificate_stops_the_binary_with_one_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_order-api"))
+        .env_clear()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:4317")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "/nonexistent/collector-ca.pem",
+        )
+        .args([
+            "--auth-disabled",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/nothing",
+        ])
+        .output()
+        .unwrap();
+    let line = order_store::test_tls::refusal("order-api", &out);
+    assert!(line.contains("/nonexistent/collector-ca.pem"), "{line}");
+    assert!(line.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"), "{line}");
+    assert_eq!(out.status.code(), Some(2), "{line}");
+}
