@@ -284,8 +284,8 @@ async fn connect_tls(
 /// (see the module's documentation). Over plain http it is the exporter itself.
 #[derive(Debug)]
 pub struct CheckedExporter {
-    pub inner: opentelemetry_otlp::SpanExporter,
-    pub tls: Option<Arc<CollectorTls>>,
+    pub(super) inner: opentelemetry_otlp::SpanExporter,
+    pub(super) tls: Option<Arc<CollectorTls>>,
 }
 
 impl SpanExporter for CheckedExporter {
