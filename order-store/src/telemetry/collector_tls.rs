@@ -223,7 +223,7 @@ impl CollectorTls {
     /// One TLS handshake with the collector, bounded by five seconds: `Some(reason)` when it
     /// refused the certificate, `None` when it was accepted or the collector could not be
     /// reached (the export then fails or succeeds on its own).
-    async fn check(&self) -> Option<String> {
+    pub(super) async fn check(&self) -> Option<String> {
         self.verifier.take_rejection();
         let handshake = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
@@ -243,7 +243,7 @@ impl CollectorTls {
 
     /// Whether a batch should be sent now (checking the certificate first when it is not
     /// known to be trusted).
-    async fn ready(&self) -> bool {
+    pub(super) async fn ready(&self) -> bool {
         let state = *self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match state {
             Trust::Trusted => true,

@@ -155,3 +155,41 @@ fn an_unreadable_collector_certificate_is_a_start_up_error() {
     assert!(error.contains("/nonexistent/ca.pem"), "{error}");
     assert!(error.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"), "{error}");
 }
+
+#[tokio::test]
+async fn the_certificate_check_tells_a_refused_certificate_from_an_unreachable_collector() {
+    let pki = crate::test_tls::Pki::new();
+    let collector = crate::test_otlp::Collector::start_tls(OtlpProtocol::Grpc, &pki).await;
+    let endpoint = collector.endpoint();
+    let trusting = |path: std::path::PathBuf| CollectorCertificate {
+        variable: "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        path,
+    };
+
+    let trusted = CollectorTls::new(&endpoint, Some(&trusting(pki.ca())), b"h2").unwrap();
+    assert_eq!(trusted.check().await, None);
+    assert!(trusted.ready().await);
+
+    // Another CA's certificate file replaces the default roots: refused, and no export until
+    // the next check a minute later.
+    let refused = CollectorTls::new(&endpoint, Some(&trusting(pki.other_ca())), b"h2").unwrap();
+    let reason = refused.check().await.expect("a refused certificate");
+    assert!(reason.contains("UnknownIssuer"), "{reason}");
+    assert!(!refused.ready().await);
+    assert!(!refused.ready().await);
+
+    // The right CA, the wrong name (the certificate is for localhost only): refused too.
+    let by_ip = endpoint.replace("localhost", "127.0.0.1");
+    let wrong_name = CollectorTls::new(&by_ip, Some(&trusting(pki.ca())), b"h2").unwrap();
+    let reason = wrong_name
+        .check()
+        .await
+        .expect("a certificate for another name");
+    assert!(reason.contains("not valid for name"), "{reason}");
+
+    // Nothing listening: not a refusal, so the export is tried (and fails as for http://).
+    let closed = format!("https://localhost:{}", crate::test_tls::spare_port());
+    let down = CollectorTls::new(&closed, Some(&trusting(pki.ca())), b"h2").unwrap();
+    assert_eq!(down.check().await, None);
+    assert!(down.ready().await);
+}
