@@ -37,6 +37,9 @@ pub struct ReceivedSpan {
     /// OTLP `SpanKind`: 2 server, 3 client, 5 consumer.
     pub kind: i32,
     pub attributes: HashMap<String, String>,
+    /// The attributes whose OTLP value is an integer (`IntValue`), with that value: the
+    /// semantic conventions type some attributes, and queries compare them as numbers.
+    pub int_attributes: HashMap<String, i64>,
     /// `(trace_id, span_id)` of each link.
     pub links: Vec<(String, String)>,
     /// OTLP status code: 0 unset, 1 ok, 2 error.
@@ -46,6 +49,11 @@ pub struct ReceivedSpan {
 impl ReceivedSpan {
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
+    }
+
+    /// The attribute's value if it was sent as an integer; `None` if absent or of another type.
+    pub fn int_attribute(&self, key: &str) -> Option<i64> {
+        self.int_attributes.get(key).copied()
     }
 }
 
@@ -107,6 +115,14 @@ fn keep(received: &Received, request: ExportTraceServiceRequest) {
                         .attributes
                         .iter()
                         .map(|kv| (kv.key.clone(), text(kv)))
+                        .collect(),
+                    int_attributes: span
+                        .attributes
+                        .iter()
+                        .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                            Value::IntValue(i) => Some((kv.key.clone(), *i)),
+                            _ => None,
+                        })
                         .collect(),
                     links: span
                         .links
