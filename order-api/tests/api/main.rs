@@ -6,6 +6,7 @@ mod binary;
 mod common;
 mod compat;
 mod graphql;
+mod graphql_requests;
 mod outage;
 mod rest;
 mod traces;
