@@ -12,8 +12,11 @@ use crate::error::{FieldError, StoreError};
 use crate::models::{Order, OrderStatus};
 use crate::schema::orders;
 
+mod change;
 mod insert;
 
+pub use change::{Change, Changed};
+use change::{LockedFirst, PREVIOUS};
 pub use insert::{insert_if_absent, InsertOutcome, Rejection, RejectionKind};
 
 pub async fn find_by_id(
@@ -246,6 +249,26 @@ where
     Ok(update.get_result(conn).await.optional()?)
 }
 
+/// Runs one `UPDATE … RETURNING` of an order under [`LockedFirst`]: the order as updated and its
+/// status just before, or `None` when the statement's filter matched no row (no such order, or
+/// a compare-and-set that lost).
+async fn updated_after_lock<'q, Q>(
+    conn: &mut AsyncPgConnection,
+    update: LockedFirst<Q>,
+) -> Result<Option<(Order, OrderStatus)>, StoreError>
+where
+    LockedFirst<Q>:
+        diesel_async::methods::LoadQuery<'q, AsyncPgConnection, (Order, OrderStatus)> + 'q,
+{
+    Ok(update.get_result(conn).await.optional()?)
+}
+
+/// `status` of the row as [`LockedFirst`] read it; referenced in the update's filter so that the
+/// locking read runs first.
+fn previous_status() -> diesel::expression::SqlLiteral<Text> {
+    sql::<Text>(&format!("(SELECT status FROM {PREVIOUS})"))
+}
+
 /// Moves the order to `to` if the transition rules allow it from its current status, as one
 /// compare-and-set `UPDATE ... WHERE id = $1 AND status = ANY($predecessors)`. Two concurrent
 /// changes are serialised by the row lock: the second sees the first's result and is judged
@@ -254,23 +277,31 @@ pub async fn update_status(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     to: OrderStatus,
-) -> Result<Order, StoreError> {
-    let updated = updated_order(
+) -> Result<Changed, StoreError> {
+    let updated = updated_after_lock(
         conn,
-        diesel::update(
-            orders::table
-                .find(id)
-                .filter(orders::status.eq_any(OrderStatus::predecessors(to))),
-        )
-        .set((
-            orders::status.eq(to),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(Order::as_returning()),
+        LockedFirst {
+            id,
+            update: diesel::update(
+                orders::table
+                    .find(id)
+                    .filter(orders::status.eq_any(OrderStatus::predecessors(to)))
+                    .filter(previous_status().is_not_null()),
+            )
+            .set((
+                orders::status.eq(to),
+                orders::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning((Order::as_returning(), previous_status())),
+        },
     )
     .await?;
     match updated {
-        Some(order) => Ok(order),
+        Some((order, previous_status)) => Ok(Changed {
+            change: Change::StatusChanged,
+            previous_status,
+            order,
+        }),
         None => Err(StoreError::InvalidTransition {
             from: current_status(conn, id).await?,
             to,
@@ -284,27 +315,47 @@ pub async fn cancel(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     reason: &str,
-) -> Result<Order, StoreError> {
+) -> Result<Changed, StoreError> {
     required("reason", reason)?;
-    let updated = updated_order(
+    let updated = updated_after_lock(
         conn,
-        diesel::update(
-            orders::table
-                .find(id)
-                .filter(orders::status.eq_any(OrderStatus::predecessors(OrderStatus::Cancelled))),
-        )
-        .set((
-            orders::status.eq(OrderStatus::Cancelled),
-            orders::fulfillment_details
-                .eq(details_with_note!(format!("Cancelled: {}", reason.trim()))),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(Order::as_returning()),
+        LockedFirst {
+            id,
+            update: diesel::update(
+                orders::table
+                    .find(id)
+                    .filter(
+                        orders::status.eq_any(OrderStatus::predecessors(OrderStatus::Cancelled)),
+                    )
+                    .filter(previous_status().is_not_null()),
+            )
+            .set((
+                orders::status.eq(OrderStatus::Cancelled),
+                orders::fulfillment_details
+                    .eq(details_with_note!(format!("Cancelled: {}", reason.trim()))),
+                orders::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning((Order::as_returning(), previous_status())),
+        },
     )
     .await?;
     match updated {
-        Some(order) => Ok(order),
+        Some((order, previous_status)) => Ok(Changed {
+            change: Change::Cancelled,
+            previous_status,
+            order,
+        }),
         None => Err(StoreError::CannotCancel(current_status(conn, id).await?)),
+    }
+}
+
+/// A change that leaves the status as it is: the row lock its `UPDATE` takes keeps the status
+/// returned with the order equal to the one before.
+fn status_kept(change: Change, order: Order) -> Changed {
+    Changed {
+        change,
+        previous_status: order.status,
+        order,
     }
 }
 
@@ -324,7 +375,7 @@ pub async fn update_fulfillment(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     update: &FulfillmentUpdate,
-) -> Result<Order, StoreError> {
+) -> Result<Changed, StoreError> {
     let mut patch = serde_json::Map::new();
     if let Some(date) = update.fulfillment_date {
         patch.insert(
@@ -358,6 +409,7 @@ pub async fn update_fulfillment(
         .returning(Order::as_returning());
     updated_order(conn, update)
         .await?
+        .map(|order| status_kept(Change::FulfillmentUpdated, order))
         .ok_or_else(|| not_found(id))
 }
 
@@ -366,7 +418,7 @@ pub async fn append_note(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     note: &str,
-) -> Result<Order, StoreError> {
+) -> Result<Changed, StoreError> {
     required("note", note)?;
     let update = diesel::update(orders::table.find(id))
         .set((
@@ -376,6 +428,7 @@ pub async fn append_note(
         .returning(Order::as_returning());
     updated_order(conn, update)
         .await?
+        .map(|order| status_kept(Change::NoteAdded, order))
         .ok_or_else(|| not_found(id))
 }
 
