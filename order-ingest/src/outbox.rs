@@ -276,9 +276,9 @@ impl Relay {
         };
         match &step {
             Ok(Step::Published(n)) => metrics.outbox.published.inc_by(*n as u64),
-            Ok(Step::Standby) => {}
+            // Without the database this process cannot know whether it still holds the role.
             Err(RelayError::Store(_)) => metrics.outbox.active.set(0),
-            Err(RelayError::Redis(_) | RelayError::Short { .. }) => {}
+            Ok(Step::Standby) | Err(RelayError::Redis(_) | RelayError::Short { .. }) => {}
         }
         step
     }

@@ -20,13 +20,13 @@ use uuid::Uuid;
 /// `GET /orders/{id}` right after the change.
 fn check_event(event: &Event, change: &str, previous: &str, order: &str) {
     let order: Value = serde_json::from_str(order).unwrap();
-    let ce = &event.cloud_event;
+    let ce = &event.json;
     assert_eq!(ce["specversion"], "1.0");
     let id: Uuid = event.attr("id").parse().expect("id is a UUID");
-    assert_eq!(event.event_id_field, id.to_string(), "eventId field = id");
+    assert_eq!(event.id_field, id.to_string(), "eventId field = id");
     assert_eq!(ce["source"], "urn:reactive-platform:order-service");
     assert_eq!(ce["type"], "org.example.order.OrderUpdated");
-    assert_eq!(event.event_type_field, "org.example.order.OrderUpdated");
+    assert_eq!(event.type_field, "org.example.order.OrderUpdated");
     assert_eq!(ce["subject"], order["id"]);
     assert_eq!(ce["time"], order["updatedAt"], "time is the new updatedAt");
     assert!(event.attr("time").ends_with('Z'));
@@ -195,7 +195,7 @@ async fn refused_changes_publish_nothing() {
         ),
         (
             "POST",
-            format!("/orders/not-a-uuid/cancel"),
+            "/orders/not-a-uuid/cancel".to_owned(),
             json!({"reason": "x"}),
         ),
     ];

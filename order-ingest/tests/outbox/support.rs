@@ -111,11 +111,11 @@ impl Drop for PrivateRedis {
 /// One entry of the updates stream.
 #[derive(Debug, Clone)]
 pub struct Event {
-    pub event_id_field: String,
-    pub event_type_field: String,
+    pub id_field: String,
+    pub type_field: String,
     /// The `payload` field as published.
     pub payload: String,
-    pub cloud_event: Value,
+    pub json: Value,
 }
 
 impl Event {
@@ -123,15 +123,15 @@ impl Event {
         let field = |name: &str| -> String { entry.get(name).unwrap_or_default() };
         let payload = field("payload");
         Self {
-            event_id_field: field("eventId"),
-            event_type_field: field("eventType"),
-            cloud_event: serde_json::from_str(&payload).unwrap(),
+            id_field: field("eventId"),
+            type_field: field("eventType"),
+            json: serde_json::from_str(&payload).unwrap(),
             payload,
         }
     }
 
     pub fn attr(&self, name: &str) -> &str {
-        self.cloud_event[name].as_str().unwrap_or_default()
+        self.json[name].as_str().unwrap_or_default()
     }
 
     pub fn subject(&self) -> Uuid {
@@ -143,7 +143,7 @@ impl Event {
     }
 
     pub fn data(&self) -> &Value {
-        &self.cloud_event["data"]
+        &self.json["data"]
     }
 }
 
