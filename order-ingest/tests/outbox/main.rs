@@ -300,3 +300,80 @@ async fn with_redis_down_changes_answer_promptly_and_their_events_arrive_once_it
     relay.stop().await;
     s.api.stop().await;
 }
+
+/// A row whose id was taken before another's but that commits after the other was published
+/// (ids are taken at insert, not at commit) is still published: rows are deleted by their ids,
+/// never "up to the highest".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_id_committing_after_a_higher_one_was_published_is_not_lost() {
+    use order_store::{outbox, AsyncConnection as _, StoreError};
+    let s = setup().await;
+    let (early, late) = (sample_order(7), sample_order(8));
+    insert(&s.pool, &[early.clone(), late.clone()]).await;
+    let (inserted_tx, inserted_rx) = tokio::sync::oneshot::channel::<()>();
+    let (commit_tx, commit_rx) = tokio::sync::oneshot::channel::<()>();
+    let pool = s.pool.clone();
+    let early_id = early.id;
+    let slow = tokio::spawn(async move {
+        let mut conn = pool.get_owned().await.unwrap();
+        conn.transaction(async |conn| {
+            let changed = order_store::orders::append_note(conn, early_id, "early").await?;
+            outbox::record(conn, &changed, None).await?;
+            inserted_tx.send(()).unwrap();
+            commit_rx.await.unwrap();
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    });
+    inserted_rx.await.unwrap();
+    let (status, _) = s
+        .api
+        .send(
+            "POST",
+            &format!("/orders/{}/notes", late.id),
+            Some(&json!({"note": "late"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Writes to Redis stall for a second: the relay reads its batch (the higher id only), then
+    // waits in XADD while the lower id commits, so that the lower id is visible to the relay's
+    // DELETE. A delete of "everything up to the highest id published" would drop it unpublished.
+    let mut redis = redis::Client::open(s.redis.url().as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("WRITE")
+        .query(&mut redis)
+        .unwrap();
+    let mut relay = support::relay(s.pool.clone(), &s.redis.url(), &s.key);
+    let batch = tokio::spawn(async move {
+        let step = relay.publish_batch().await.unwrap();
+        (relay, step)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    commit_tx.send(()).unwrap();
+    slow.await.unwrap();
+    let (mut relay, step) = batch.await.unwrap();
+    assert_eq!(
+        step,
+        order_ingest::outbox::Step::Published(1),
+        "only the committed, higher id"
+    );
+    assert_eq!(
+        relay.publish_batch().await.unwrap(),
+        order_ingest::outbox::Step::Published(1),
+        "the lower id, committed since"
+    );
+    assert_eq!(backlog(&s.pool).await, 0);
+    let events = s.redis.events(&s.key);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].subject(), late.id);
+    assert_eq!(events[1].subject(), early.id);
+    assert!(events[1].sequence() < events[0].sequence());
+    s.api.stop().await;
+}

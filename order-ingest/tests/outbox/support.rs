@@ -302,6 +302,20 @@ pub fn updates_key() -> String {
     format!("test:{}:orders:updated", Uuid::new_v4().simple())
 }
 
+/// A relay of this process's own, for driving batches one at a time.
+pub fn relay(pool: Pool, redis_url: &str, key: &str) -> Relay {
+    let (_stop, stop_rx) = watch::channel(false);
+    let client = redis::Client::open(redis_url).unwrap();
+    Relay::new(
+        &OutboxArgs::new(key),
+        RedisConn::new(client, Duration::from_secs(2)),
+        pool,
+        Timeouts::default(),
+        Arc::new(Metrics::default()),
+        stop_rx,
+    )
+}
+
 /// The relay running in this process.
 pub struct RunningRelay {
     pub metrics: Arc<Metrics>,
