@@ -15,8 +15,8 @@ use crate::schema::orders;
 mod change;
 mod insert;
 
+use change::{previous_status, status_kept, updated_after_lock, LockedFirst};
 pub use change::{Change, Changed};
-use change::{LockedFirst, PREVIOUS};
 pub use insert::{insert_if_absent, InsertOutcome, Rejection, RejectionKind};
 
 pub async fn find_by_id(
@@ -249,26 +249,6 @@ where
     Ok(update.get_result(conn).await.optional()?)
 }
 
-/// Runs one `UPDATE … RETURNING` of an order under [`LockedFirst`]: the order as updated and its
-/// status just before, or `None` when the statement's filter matched no row (no such order, or
-/// a compare-and-set that lost).
-async fn updated_after_lock<'q, Q>(
-    conn: &mut AsyncPgConnection,
-    update: LockedFirst<Q>,
-) -> Result<Option<(Order, OrderStatus)>, StoreError>
-where
-    LockedFirst<Q>:
-        diesel_async::methods::LoadQuery<'q, AsyncPgConnection, (Order, OrderStatus)> + 'q,
-{
-    Ok(update.get_result(conn).await.optional()?)
-}
-
-/// `status` of the row as [`LockedFirst`] read it; referenced in the update's filter so that the
-/// locking read runs first.
-fn previous_status() -> diesel::expression::SqlLiteral<Text> {
-    sql::<Text>(&format!("(SELECT status FROM {PREVIOUS})"))
-}
-
 /// Moves the order to `to` if the transition rules allow it from its current status, as one
 /// compare-and-set `UPDATE ... WHERE id = $1 AND status = ANY($predecessors)`. Two concurrent
 /// changes are serialised by the row lock: the second sees the first's result and is judged
@@ -346,16 +326,6 @@ pub async fn cancel(
             order,
         }),
         None => Err(StoreError::CannotCancel(current_status(conn, id).await?)),
-    }
-}
-
-/// A change that leaves the status as it is: the row lock its `UPDATE` takes keeps the status
-/// returned with the order equal to the one before.
-fn status_kept(change: Change, order: Order) -> Changed {
-    Changed {
-        change,
-        previous_status: order.status,
-        order,
     }
 }
 

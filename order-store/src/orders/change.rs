@@ -1,12 +1,16 @@
 //! What a committed change returns: the order after it, and its status just before it, read
 //! under the same row lock in the same statement.
 
+use diesel::dsl::sql;
 use diesel::pg::Pg;
+use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::QueryResult;
+use diesel::sql_types::Text;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::error::StoreError;
 use crate::models::{Order, OrderStatus};
 
 /// The kind of a change, as `data.change` of its `OrderUpdated` event names it.
@@ -30,7 +34,7 @@ pub struct Changed {
 }
 
 /// Name of the common table expression that [`LockedFirst`] adds; the update refers to it.
-pub(super) const PREVIOUS: &str = "previous";
+const PREVIOUS: &str = "previous";
 
 /// An `UPDATE orders … RETURNING` preceded by
 /// `WITH previous AS MATERIALIZED (SELECT status FROM orders WHERE id = $1 FOR UPDATE)`.
@@ -64,4 +68,34 @@ impl<U: Query> Query for LockedFirst<U> {
 impl<U> QueryId for LockedFirst<U> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+/// Runs one `UPDATE … RETURNING` of an order under [`LockedFirst`]: the order as updated and its
+/// status just before, or `None` when the statement's filter matched no row (no such order, or
+/// a compare-and-set that lost).
+pub(super) async fn updated_after_lock<'q, Q>(
+    conn: &mut AsyncPgConnection,
+    update: LockedFirst<Q>,
+) -> Result<Option<(Order, OrderStatus)>, StoreError>
+where
+    LockedFirst<Q>:
+        diesel_async::methods::LoadQuery<'q, AsyncPgConnection, (Order, OrderStatus)> + 'q,
+{
+    Ok(update.get_result(conn).await.optional()?)
+}
+
+/// `status` of the row as [`LockedFirst`] read it; referenced in the update's filter so that the
+/// locking read runs first.
+pub(super) fn previous_status() -> diesel::expression::SqlLiteral<Text> {
+    sql::<Text>(&format!("(SELECT status FROM {PREVIOUS})"))
+}
+
+/// A change that leaves the status as it is: the row lock its `UPDATE` takes keeps the status
+/// returned with the order equal to the one before.
+pub(super) fn status_kept(change: Change, order: Order) -> Changed {
+    Changed {
+        change,
+        previous_status: order.status,
+        order,
+    }
 }
