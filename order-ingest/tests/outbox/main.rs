@@ -46,7 +46,7 @@ fn check_event(event: &Event, change: &str, previous: &str, order: &str) {
 }
 
 struct Setup {
-    _db: TestDatabase,
+    db: TestDatabase,
     pool: order_store::Pool,
     redis: PrivateRedis,
     key: String,
@@ -59,7 +59,7 @@ async fn setup() -> Setup {
     let redis = PrivateRedis::start();
     let api = Api::start(db.url(), &[]).await;
     Setup {
-        _db: db,
+        db,
         pool,
         redis,
         key: updates_key(),
@@ -375,5 +375,72 @@ async fn a_lower_id_committing_after_a_higher_one_was_published_is_not_lost() {
     assert_eq!(events[0].subject(), late.id);
     assert_eq!(events[1].subject(), early.id);
     assert!(events[1].sequence() < events[0].sequence());
+    s.api.stop().await;
+}
+
+/// A batch whose `XADD`s reached Redis but whose transaction then failed (its connection was
+/// terminated before the delete) is published again: the duplicates carry the same `id` and
+/// `sequence` and are byte-identical, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_published_but_not_committed_is_republished_identically() {
+    let s = setup().await;
+    let order = sample_order(9);
+    insert(&s.pool, std::slice::from_ref(&order)).await;
+    for i in 0..3 {
+        let (status, _) = s
+            .api
+            .send(
+                "POST",
+                &format!("/orders/{}/notes", order.id),
+                Some(&json!({"note": format!("n{i}")})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let mut redis = redis::Client::open(s.redis.url().as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("WRITE")
+        .query(&mut redis)
+        .unwrap();
+    let mut relay = support::relay(s.pool.clone(), &s.redis.url(), &s.key);
+    let batch = tokio::spawn(async move {
+        let step = relay.publish_batch().await;
+        (relay, step.is_ok())
+    });
+    // While the relay waits in XADD, its transaction is idle: end its connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-qAt", "-d", s.db.url(), "-c"])
+        .arg(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'idle in transaction'",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
+    let (mut relay, ok) = batch.await.unwrap();
+    assert!(!ok, "the delete or commit failed");
+    assert_eq!(s.redis.events(&s.key).len(), 3, "the XADDs went out");
+    assert_eq!(backlog(&s.pool).await, 3, "the rows stay");
+
+    let started = Instant::now();
+    while !(relay.publish_batch().await.is_ok() && backlog(&s.pool).await == 0) {
+        assert!(
+            started.elapsed() < support::WAIT,
+            "the batch is never republished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = s.redis.events(&s.key);
+    assert_eq!(events.len(), 6);
+    for (first, again) in events[..3].iter().zip(&events[3..]) {
+        assert_eq!(first.payload, again.payload, "republished byte for byte");
+        assert_eq!(first.id_field, again.id_field);
+    }
     s.api.stop().await;
 }
