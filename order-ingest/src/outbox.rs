@@ -14,8 +14,8 @@
 //!    a row with a lower id can commit after higher ones were read.
 //! 5. Commit.
 //!
-//! A failed publish rolls the transaction back: the rows stay, in front of every later row, and
-//! the whole batch is tried again after a backoff (skipping a row would reorder its order's
+//! A failed publish deletes nothing: the rows stay, in front of every later row, and the whole
+//! batch is tried again after a backoff (skipping a row would reorder its order's
 //! events). A crash between the `XADD`s and the commit republishes the batch: consumers see the
 //! same `id` and `sequence` again and dedupe. Polling is used rather than LISTEN/NOTIFY, which
 //! does not survive a pooler in transaction mode: every 200 ms when idle, at once after a full
@@ -67,7 +67,7 @@ impl RelayMetrics {
                 r,
                 IntCounter::new(
                     "order_outbox_publish_errors_total",
-                    "Relay batches that failed (database or Redis) and were rolled back to be retried.",
+                    "Relay batches that failed (database or Redis); their rows stay and are retried.",
                 ),
             ),
             active: register(
@@ -128,7 +128,7 @@ pub async fn read_backlog(pool: &Pool, timeout: Duration) -> Option<Backlog> {
     tokio::time::timeout(timeout, read).await.ok().flatten()
 }
 
-/// Why a batch failed; either way it is rolled back and retried.
+/// Why a batch failed; either way nothing was deleted and the batch is tried again.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error(transparent)]
@@ -190,8 +190,8 @@ impl Relay {
         self
     }
 
-    /// Publishes until shutdown is requested. A batch in flight is finished (or fails and is
-    /// rolled back) before it returns.
+    /// Publishes until shutdown is requested. A batch in flight is finished (or fails, deleting
+    /// nothing) before it returns.
     pub async fn run(mut self) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         tracing::info!(stream = %self.stream_key, "outbox relay started");
@@ -209,7 +209,7 @@ impl Relay {
                     self.metrics.outbox.publish_errors.inc();
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
-                        "outbox batch failed; rolled back, retrying");
+                        "outbox batch failed; nothing deleted, retrying");
                     delay
                 }
             };
