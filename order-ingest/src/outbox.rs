@@ -292,7 +292,7 @@ async fn publish(
     maxlen: u64,
     rows: &[OutboxEvent],
 ) -> Result<(), RelayError> {
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "outbox publish",
         otel.name = %format_args!("publish {stream_key}"),
         otel.kind = "producer",
