@@ -250,5 +250,16 @@ async fn the_outbox_relay_publish_span_links_the_trace_of_each_change() {
         Some("1")
     );
     process.stop().await;
+    // The event carries the change's trace context as the CloudEvents `traceparent` extension.
+    let entries: redis::streams::StreamRangeReply =
+        redis::Commands::xrange_all(&mut stream.conn(), &updates).unwrap();
+    assert_eq!(entries.ids.len(), 1);
+    let payload: String = entries.ids[0].get("payload").unwrap();
+    let event: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(
+        event["traceparent"],
+        format!("00-{trace}-{PRODUCER_SPAN}-01"),
+        "{event}"
+    );
     let _: () = redis::Commands::del(&mut stream.conn(), &updates).unwrap();
 }
