@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use order_ingest::config::{BackfillArgs, Cli, Command, DlqCommand, StreamArgs};
 use order_ingest::metrics::{self, Probe};
-use order_ingest::retry::REDIS_COMMAND;
+use order_ingest::retry::{self, REDIS_COMMAND};
 use order_ingest::stream::RedisConn;
-use order_ingest::{backfill, dlq, replay, sample, Consumer, Exit, Metrics};
+use order_ingest::{backfill, dlq, outbox, replay, sample, Consumer, Exit, Metrics};
 use order_store::{process, telemetry};
 use tokio::sync::watch;
 
@@ -202,9 +202,22 @@ async fn consume(cli: Cli, pool: order_store::Pool) -> anyhow::Result<ExitCode> 
         std::process::exit(130);
     });
 
+    let relay = outbox::spawn(
+        &cli.outbox,
+        &cli.stream.redis_url,
+        pool.clone(),
+        cli.stream.timeouts,
+        metrics.clone(),
+        stop_rx.clone(),
+    )
+    .context("invalid --redis-url")?;
     let consumer =
         Consumer::new(cli.stream, pool, metrics, stop_rx).context("invalid --redis-url")?;
     let exit = consumer.run().await;
+    if let Some(relay) = relay {
+        // The relay stops on the same signal; its batch in flight commits or rolls back.
+        let _ = tokio::time::timeout(retry::DRAIN_LIMIT, relay).await;
+    }
     let _ = server_stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(match exit {

@@ -278,3 +278,57 @@ async fn an_untrusted_https_collector_costs_no_order_and_one_warning() {
     assert_eq!(stream.pending("order-service"), 0);
     assert_eq!(collector.requests(), 0, "{:#?}", collector.spans());
 }
+
+#[tokio::test]
+async fn the_outbox_relay_publish_span_links_the_trace_of_each_change() {
+    let collector = Collector::start(OtlpProtocol::Grpc).await;
+    let (db, pool) = database().await;
+    let stream = TestStream::new();
+    let updates = format!("{}:updated", stream.key);
+    let order = order_store::test_db::sample_order(9);
+    let trace = trace_id();
+    {
+        let mut conn = pool.get().await.unwrap();
+        order_store::orders::insert_if_absent(&mut conn, std::slice::from_ref(&order))
+            .await
+            .unwrap();
+        let changed = order_store::orders::append_note(&mut conn, order.id, "traced")
+            .await
+            .unwrap();
+        let parent = format!("00-{trace}-{PRODUCER_SPAN}-01");
+        order_store::outbox::record(&mut conn, &changed, Some(&parent))
+            .await
+            .unwrap();
+    }
+    let mut env = collector.env("order-ingest-test");
+    env.push(("ORDER_UPDATES_STREAM_KEY".to_owned(), updates.clone()));
+    let process = Process::spawn(traced_ingest(db.url(), &stream, &env), "traces-outbox");
+    let spans = collector
+        .wait_for(WAIT, |spans| linked_to(spans, &trace).is_some())
+        .await;
+    let publish = linked_to(&spans, &trace).unwrap();
+    assert_eq!(publish.name, format!("publish {updates}"));
+    assert_eq!(publish.kind, 4, "a producer span: {publish:#?}");
+    assert_eq!(publish.attribute("messaging.system"), Some("redis"));
+    assert_eq!(
+        publish.attribute("messaging.destination.name"),
+        Some(updates.as_str())
+    );
+    assert_eq!(
+        publish.attribute("messaging.batch.message_count"),
+        Some("1")
+    );
+    process.stop().await;
+    // The event carries the change's trace context as the CloudEvents `traceparent` extension.
+    let entries: redis::streams::StreamRangeReply =
+        redis::Commands::xrange_all(&mut stream.conn(), &updates).unwrap();
+    assert_eq!(entries.ids.len(), 1);
+    let payload: String = entries.ids[0].get("payload").unwrap();
+    let event: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(
+        event["traceparent"],
+        format!("00-{trace}-{PRODUCER_SPAN}-01"),
+        "{event}"
+    );
+    let _: () = redis::Commands::del(&mut stream.conn(), &updates).unwrap();
+}

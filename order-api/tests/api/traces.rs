@@ -248,6 +248,16 @@ async fn a_graphql_mutation_is_named_and_logged_with_its_trace_over_http_protobu
     let update = find(&spans, "UPDATE orders").unwrap();
     assert_eq!(update.parent_span_id, operation.span_id, "{spans:#?}");
     assert_eq!(update.trace_id, CALLER_TRACE);
+    // The change's OrderUpdated event carries the trace context of the operation that made it.
+    let outbox = order_store::outbox::oldest(&mut db.connection().await, 10)
+        .await
+        .unwrap();
+    assert_eq!(outbox.len(), 1, "{outbox:?}");
+    assert_eq!(
+        outbox[0].traceparent.as_deref(),
+        Some(format!("00-{CALLER_TRACE}-{}-01", operation.span_id).as_str()),
+        "{spans:#?}"
+    );
 
     // The request's log line carries the ids of the span it was written in.
     let logs = api.stop().await;

@@ -429,6 +429,23 @@ pub fn remote_span_context(traceparent: &str, tracestate: Option<&str>) -> Optio
     span_context.is_valid().then(|| span_context.clone())
 }
 
+/// The W3C `traceparent` of the current span, when it is traced: what an event made in this
+/// span carries so that its consumers' traces link back to the request that made it.
+pub fn current_traceparent() -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    })
+}
+
 /// The trace id (32 hex digits) of the current span, when one is being traced.
 pub fn current_trace_id() -> Option<String> {
     opentelemetry::Context::map_current(|context| {
