@@ -97,7 +97,9 @@ pub fn span(stream: &str, group: Option<&str>, entries: usize) -> tracing::Span 
         messaging.operation.name = "process",
         messaging.destination.name = stream,
         messaging.consumer.group.name = group.unwrap_or_default(),
-        messaging.batch.message_count = entries,
+        // An integer attribute, as the conventions define it: tracing-opentelemetry exports
+        // unsigned integers as strings.
+        messaging.batch.message_count = i64::try_from(entries).unwrap_or(i64::MAX),
     )
 }
 

@@ -300,7 +300,7 @@ async fn publish(
         messaging.system = "redis",
         messaging.operation.type = "send",
         messaging.destination.name = stream_key,
-        messaging.batch.message_count = rows.len(),
+        messaging.batch.message_count = i64::try_from(rows.len()).unwrap_or(i64::MAX),
     );
     for row in rows {
         if let Some(context) = row

@@ -86,7 +86,7 @@ fn assert_batch_traced(spans: &[ReceivedSpan], stream: &TestStream, trace: &str)
         batch.attribute("messaging.destination.name"),
         Some(stream.key.as_str())
     );
-    assert!(batch.attribute("messaging.batch.message_count").is_some());
+    assert!(batch.int_attribute("messaging.batch.message_count").is_some());
     let insert = spans
         .iter()
         .find(|s| s.parent_span_id == batch.span_id && s.name == "INSERT orders")
@@ -315,8 +315,8 @@ async fn the_outbox_relay_publish_span_links_the_trace_of_each_change() {
         Some(updates.as_str())
     );
     assert_eq!(
-        publish.attribute("messaging.batch.message_count"),
-        Some("1")
+        publish.int_attribute("messaging.batch.message_count"),
+        Some(1)
     );
     process.stop().await;
     // The event carries the change's trace context as the CloudEvents `traceparent` extension.
