@@ -14,6 +14,7 @@ use warp::{Filter, Rejection};
 use crate::auth::{self, READ_SCOPE, WRITE_SCOPE};
 use crate::error::{self, ApiError};
 use crate::layers::{finish, request_info, server_span, RequestInfo};
+use crate::replica::{self, CONSISTENCY_HEADER};
 pub use crate::layers::{route_label, ROUTES};
 use crate::{graphql, handlers, AppState};
 
@@ -75,6 +76,33 @@ pub fn routes(
 fn with_state(state: &AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
     let state = state.clone();
     warp::any().map(move || state.clone())
+}
+
+/// The client's `X-Consistency-Token`, if it sent one; a malformed one is a 400.
+fn consistency_token() -> impl Filter<Extract = (Option<u64>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>(CONSISTENCY_HEADER).and_then(
+        |token: Option<String>| async move {
+            token
+                .as_deref()
+                .map(replica::parse_token)
+                .transpose()
+                .map_err(Rejection::from)
+        },
+    )
+}
+
+/// The state of a read: its reads routed with the request's consistency token.
+fn with_reads(state: &AppState) -> impl Filter<Extract = (AppState,), Error = Rejection> + Clone {
+    let state = state.clone();
+    consistency_token().map(move |after| state.for_reads(after))
+}
+
+/// The state of a change: everything on the primary.
+fn with_changes(
+    state: &AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    let state = state.clone();
+    warp::any().map(move || state.for_changes())
 }
 
 /// Typed query parameters; unknown ones are ignored.
@@ -162,7 +190,7 @@ pub fn search(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(read(state))
         .and(query())
-        .and(with_state(state))
+        .and(with_reads(state))
         .and_then(handlers::search)
         .boxed()
 }
@@ -172,7 +200,7 @@ pub fn order_by_number(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / "number" / String)
         .and(warp::get())
         .and(read(state))
-        .and(with_state(state))
+        .and(with_reads(state))
         .and_then(handlers::get_order_by_number)
         .boxed()
 }
@@ -183,7 +211,7 @@ pub fn orders_by_store(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(read(state))
         .and(query())
-        .and(with_state(state))
+        .and(with_reads(state))
         .and_then(handlers::list_by_store)
         .boxed()
 }
@@ -194,7 +222,7 @@ pub fn orders_by_customer(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(read(state))
         .and(query())
-        .and(with_state(state))
+        .and(with_reads(state))
         .and_then(handlers::list_by_customer)
         .boxed()
 }
@@ -204,7 +232,7 @@ pub fn order_by_id(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String)
         .and(warp::get())
         .and(read(state))
-        .and(with_state(state))
+        .and(with_reads(state))
         .and_then(handlers::get_order)
         .boxed()
 }
@@ -215,7 +243,7 @@ pub fn update_status(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::patch())
         .and(write(state))
         .and(json_body(state.max_body_bytes))
-        .and(with_state(state))
+        .and(with_changes(state))
         .and_then(handlers::update_status)
         .boxed()
 }
@@ -226,7 +254,7 @@ pub fn update_fulfillment(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::patch())
         .and(write(state))
         .and(json_body(state.max_body_bytes))
-        .and(with_state(state))
+        .and(with_changes(state))
         .and_then(handlers::update_fulfillment)
         .boxed()
 }
@@ -237,7 +265,7 @@ pub fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(write(state))
         .and(json_body(state.max_body_bytes))
-        .and(with_state(state))
+        .and(with_changes(state))
         .and_then(handlers::cancel)
         .boxed()
 }
@@ -248,12 +276,13 @@ pub fn add_note(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(write(state))
         .and(json_body(state.max_body_bytes))
-        .and(with_state(state))
+        .and(with_changes(state))
         .and_then(handlers::add_note)
         .boxed()
 }
 
-/// `POST /graphql`: any valid token; each field checks its own scope. The body is read by
+/// `POST /graphql`: any valid token; each field checks its own scope. Reads follow the
+/// request's `X-Consistency-Token`; a document holding a mutation runs wholly on the primary. The body is read by
 /// async-graphql-warp, after the same content type check as REST bodies and a declared
 /// length within the body limit.
 pub fn graphql_post(state: &AppState) -> BoxedFilter<(Response,)> {
@@ -262,6 +291,7 @@ pub fn graphql_post(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(auth::authenticate(state.auth.clone()))
         .and(json_content_type())
         .and(warp::body::content_length_limit(state.max_body_bytes))
+        .and(consistency_token())
         .and(async_graphql_warp::graphql(state.schema().clone()))
         .and(with_state(state))
         .and_then(graphql::handle)

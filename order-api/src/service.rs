@@ -1,5 +1,7 @@
 //! One function per operation, shared by REST and GraphQL: validated input in, one timed
 //! database call, `ApiError` out. The transports only parse their input and render the result.
+//! Reads go through [`Db::read`] (the replica when it can serve them), changes through
+//! [`Db::write`] (the primary).
 
 use order_store::orders::{self, Cursor, FulfillmentUpdate, OrderFilter};
 use order_store::{Order, OrderStatus};
@@ -11,13 +13,13 @@ use crate::validate::{SearchQuery, Window};
 
 /// `GET /orders/{orderId}`, `order(id)`.
 pub async fn get(db: &Db, id: Uuid) -> Result<Option<Order>, ApiError> {
-    db.run("SELECT", async |conn| orders::find_by_id(conn, id).await)
+    db.read("SELECT", async |conn| orders::find_by_id(conn, id).await)
         .await
 }
 
 /// `GET /orders/number/{orderNumber}`, `orderByNumber`.
 pub async fn by_number(db: &Db, number: &str) -> Result<Option<Order>, ApiError> {
-    db.run("SELECT", async |conn| {
+    db.read("SELECT", async |conn| {
         orders::find_by_order_number(conn, number).await
     })
     .await
@@ -31,7 +33,7 @@ pub async fn list(
     after: Option<Cursor>,
     window: Window,
 ) -> Result<Vec<Order>, ApiError> {
-    db.run("SELECT", async |conn| {
+    db.read("SELECT", async |conn| {
         orders::list(conn, filter, after, window.offset, window.limit).await
     })
     .await
@@ -57,7 +59,7 @@ pub async fn search(db: &Db, query: &SearchQuery) -> Result<SearchResult, ApiErr
         });
     }
     let found = db
-        .run("SELECT", async |conn| {
+        .read("SELECT", async |conn| {
             orders::search(conn, &query.filter, offset, limit).await
         })
         .await?;
@@ -72,7 +74,7 @@ pub async fn search(db: &Db, query: &SearchQuery) -> Result<SearchResult, ApiErr
 
 /// `PATCH /orders/{orderId}/status`, `updateOrderStatus`.
 pub async fn update_status(db: &Db, id: Uuid, status: OrderStatus) -> Result<Order, ApiError> {
-    db.run("UPDATE", async |conn| {
+    db.write("UPDATE", async |conn| {
         orders::update_status(conn, id, status).await
     })
     .await
@@ -84,7 +86,7 @@ pub async fn update_fulfillment(
     id: Uuid,
     update: &FulfillmentUpdate,
 ) -> Result<Order, ApiError> {
-    db.run("UPDATE", async |conn| {
+    db.write("UPDATE", async |conn| {
         orders::update_fulfillment(conn, id, update).await
     })
     .await
@@ -92,7 +94,7 @@ pub async fn update_fulfillment(
 
 /// `POST /orders/{orderId}/cancel`, `cancelOrder`.
 pub async fn cancel(db: &Db, id: Uuid, reason: &str) -> Result<Order, ApiError> {
-    db.run("UPDATE", async |conn| {
+    db.write("UPDATE", async |conn| {
         orders::cancel(conn, id, reason).await
     })
     .await
@@ -100,7 +102,7 @@ pub async fn cancel(db: &Db, id: Uuid, reason: &str) -> Result<Order, ApiError> 
 
 /// `POST /orders/{orderId}/notes`, `addOrderNote`.
 pub async fn add_note(db: &Db, id: Uuid, note: &str) -> Result<Order, ApiError> {
-    db.run("UPDATE", async |conn| {
+    db.write("UPDATE", async |conn| {
         orders::append_note(conn, id, note).await
     })
     .await

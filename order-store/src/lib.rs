@@ -9,6 +9,7 @@ pub mod migrations;
 pub mod models;
 pub mod orders;
 pub mod process;
+pub mod replication;
 pub mod schema;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
