@@ -91,7 +91,7 @@ impl Default for Metrics {
                 &registry,
                 Gauge::new(
                     "order_api_read_replica_lag_seconds",
-                    "How far the read replica's reads were behind the primary at its last answer.",
+                    "How far the read replica's reads were behind the primary at its last answer (+Inf: unknown while WAL is pending).",
                 ),
             ),
         };

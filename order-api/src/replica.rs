@@ -15,6 +15,7 @@ use std::time::Duration;
 use order_store::replication::{self, StandbyStatus};
 use order_store::{Pool, StoreError};
 use prometheus::{Gauge, IntGauge};
+use tokio::sync::Notify;
 
 use crate::error::ApiError;
 
@@ -26,7 +27,8 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The request and response header carrying a consistency token.
 pub const CONSISTENCY_HEADER: &str = "x-consistency-token";
 
-/// Lag value while it cannot be told (no replayed transaction yet while WAL is pending).
+/// Lag value while it cannot be told (WAL is pending and no transaction has been replayed
+/// since the standby started): reads treat it as too far behind; the gauge shows +Inf.
 const UNKNOWN_LAG: u64 = u64::MAX;
 
 /// Where a read went and why: the `target` and `reason` labels of `order_api_db_reads_total`.
@@ -102,6 +104,9 @@ pub struct ReadReplica {
     replayed: AtomicU64,
     lag_ms: AtomicU64,
     gauges: ReplicaGauges,
+    /// Wakes the monitor early after a read failed, so that a replica whose pooled connections
+    /// were cut by a restart (each failing once) is back in use as soon as it answers.
+    probe_now: Notify,
 }
 
 impl ReadReplica {
@@ -122,6 +127,7 @@ impl ReadReplica {
             replayed: AtomicU64::new(0),
             lag_ms: AtomicU64::new(UNKNOWN_LAG),
             gauges,
+            probe_now: Notify::new(),
         });
         tokio::spawn(monitor(Arc::downgrade(&replica), probe_pool));
         replica
@@ -153,13 +159,14 @@ impl ReadReplica {
         }
     }
 
-    /// After a read failed on the replica: reads go to the primary until the monitor hears
-    /// from the replica again.
+    /// After a read failed on the replica: reads go to the primary until the monitor, woken
+    /// at once, hears from the replica again.
     pub fn mark_down(&self, error: &StoreError) {
         if self.up.swap(false, Ordering::AcqRel) {
             tracing::warn!(error = %error, "read replica failed; reads go to the primary until it answers again");
         }
         self.gauges.up.set(0);
+        self.probe_now.notify_one();
     }
 
     /// Takes in one probe's outcome.
@@ -180,9 +187,11 @@ impl ReadReplica {
         if let Some(replayed) = status.replayed {
             self.replayed.store(replayed, Ordering::Release);
         }
-        if lag != UNKNOWN_LAG {
-            self.gauges.lag_seconds.set(lag as f64 / 1000.0);
-        }
+        self.gauges.lag_seconds.set(if lag == UNKNOWN_LAG {
+            f64::INFINITY
+        } else {
+            lag as f64 / 1000.0
+        });
         if !self.up.swap(true, Ordering::AcqRel) {
             tracing::info!(lag_ms = lag, "read replica answers; reads go to it while it is current");
         }
@@ -224,8 +233,14 @@ async fn monitor(replica: Weak<ReadReplica>, probe_pool: Pool) {
         }
         reported = true;
         replica.record(outcome);
+        let woken = async {
+            tokio::select! {
+                () = replica.probe_now.notified() => {}
+                () = tokio::time::sleep(MONITOR_INTERVAL) => {}
+            }
+        };
+        woken.await;
         drop(replica);
-        tokio::time::sleep(MONITOR_INTERVAL).await;
     }
 }
 

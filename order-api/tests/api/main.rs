@@ -7,5 +7,6 @@ mod common;
 mod compat;
 mod graphql;
 mod outage;
+mod replica;
 mod rest;
 mod traces;
