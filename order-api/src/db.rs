@@ -42,7 +42,9 @@ pub struct ReadCounters([IntCounter; ReadRoute::ALL.len()]);
 
 impl ReadCounters {
     pub fn new(family: &prometheus::IntCounterVec) -> Self {
-        Self(ReadRoute::ALL.map(|route| family.with_label_values(&[route.target(), route.reason()])))
+        Self(
+            ReadRoute::ALL.map(|route| family.with_label_values(&[route.target(), route.reason()])),
+        )
     }
 
     fn count(&self, route: ReadRoute) {
@@ -141,7 +143,10 @@ impl Db {
             (Mode::Reads { .. }, None) => ReadRoute::NoReplica,
             (Mode::Reads { after }, Some(replica)) => replica.route(*after),
         };
-        let Some(replica) = self.replica.as_deref().filter(|_| route.target() == "replica")
+        let Some(replica) = self
+            .replica
+            .as_deref()
+            .filter(|_| route.target() == "replica")
         else {
             self.reads.count(route);
             return self.run(&self.pool, statement, op).await;

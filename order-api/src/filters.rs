@@ -14,8 +14,8 @@ use warp::{Filter, Rejection};
 use crate::auth::{self, READ_SCOPE, WRITE_SCOPE};
 use crate::error::{self, ApiError};
 use crate::layers::{finish, request_info, server_span, RequestInfo};
-use crate::replica::{self, CONSISTENCY_HEADER};
 pub use crate::layers::{route_label, ROUTES};
+use crate::replica::{self, CONSISTENCY_HEADER};
 use crate::{graphql, handlers, AppState};
 
 /// The whole server: every route, errors answered as JSON, metrics, and a span per request

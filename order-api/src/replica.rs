@@ -193,7 +193,10 @@ impl ReadReplica {
             lag as f64 / 1000.0
         });
         if !self.up.swap(true, Ordering::AcqRel) {
-            tracing::info!(lag_ms = lag, "read replica answers; reads go to it while it is current");
+            tracing::info!(
+                lag_ms = lag,
+                "read replica answers; reads go to it while it is current"
+            );
         }
         self.gauges.up.set(1);
     }

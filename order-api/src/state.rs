@@ -78,9 +78,8 @@ impl AppState {
         limits: Limits,
     ) -> Self {
         let metrics = Metrics::default();
-        let replica = replica.map(|r| {
-            ReadReplica::start(r.pool, r.probe_pool, r.max_lag, metrics.replica_gauges())
-        });
+        let replica = replica
+            .map(|r| ReadReplica::start(r.pool, r.probe_pool, r.max_lag, metrics.replica_gauges()));
         let reads = ReadCounters::new(metrics.reads());
         let db = Db::new(pool, limits.db_op_timeout, replica, reads);
         Self {

@@ -125,9 +125,38 @@ mod tests {
             assert_eq!(parse_lsn(&format_lsn(position)), Some(position));
         }
         assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
-        for bad in ["", "/", "1/", "/1", "12", "1/2/3", "g/1", "123456789/1", " 1/2", "1/-2"] {
+        for bad in [
+            "",
+            "/",
+            "1/",
+            "/1",
+            "12",
+            "1/2/3",
+            "g/1",
+            "123456789/1",
+            " 1/2",
+            "1/-2",
+        ] {
             assert_eq!(parse_lsn(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn recovery_conflicts_are_told_from_other_failures() {
+        use diesel::result::{DatabaseErrorKind, Error as DieselError};
+        let server = |kind, message: &str| -> StoreError {
+            DieselError::DatabaseError(kind, Box::new(message.to_owned())).into()
+        };
+        let conflict = server(
+            DatabaseErrorKind::SerializationFailure,
+            "canceling statement due to conflict with recovery",
+        );
+        assert!(is_recovery_conflict(&conflict));
+        let lost = server(
+            DatabaseErrorKind::ClosedConnection,
+            "server closed the connection unexpectedly",
+        );
+        assert!(!is_recovery_conflict(&lost));
     }
 
     #[test]
@@ -139,7 +168,10 @@ mod tests {
             since_last_replay_ms: since,
         };
         assert_eq!(status(Some(10), Some(10), Some(60_000)).lag_ms(), Some(0));
-        assert_eq!(status(Some(20), Some(10), Some(3_000)).lag_ms(), Some(3_000));
+        assert_eq!(
+            status(Some(20), Some(10), Some(3_000)).lag_ms(),
+            Some(3_000)
+        );
         assert_eq!(status(None, Some(10), Some(500)).lag_ms(), Some(500));
         assert_eq!(status(Some(20), Some(10), None).lag_ms(), None);
     }

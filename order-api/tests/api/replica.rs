@@ -3,6 +3,8 @@
 //! is up and current, a change's X-Consistency-Token makes the next read see it, reads fall
 //! back to the primary while the standby lags or is down, and a document holding a mutation
 //! stays on the primary.
+// The metrics compared are counters and 0/1 gauges: small integers, exact in an f64.
+#![allow(clippy::float_cmp)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -149,9 +151,7 @@ impl Api {
     async fn replica_reads(&self) -> f64 {
         self.metric("order_api_db_reads_total{reason=\"current\",target=\"replica\"}")
             .await
-            + self
-                .metric(TOKEN_REPLAYED)
-                .await
+            + self.metric(TOKEN_REPLAYED).await
     }
 
     async fn wait_for_metric(&self, series: &str, wanted: impl Fn(f64) -> bool) {
@@ -177,7 +177,11 @@ async fn change_instructions(api: &Api, id: &str, instructions: &str) -> Reply {
         &api.url(&format!("/orders/{id}/fulfillment")),
         Some(&all_token()),
         Some("application/json"),
-        Some(json!({ "instructions": instructions }).to_string().into_bytes()),
+        Some(
+            json!({ "instructions": instructions })
+                .to_string()
+                .into_bytes(),
+        ),
         &[],
     )
     .await;
@@ -341,10 +345,9 @@ async fn reads_go_to_the_replica_and_a_client_sees_its_own_writes() {
     );
 
     // Still paused, and now past the maximum lag: reads without a token see the primary's data.
-    api.wait_for_metric(
-        "order_api_read_replica_lag_seconds",
-        |lag| lag > MAX_LAG_MS as f64 / 1000.0,
-    )
+    api.wait_for_metric("order_api_read_replica_lag_seconds", |lag| {
+        lag > MAX_LAG_MS as f64 / 1000.0
+    })
     .await;
     assert_eq!(
         api.rest_instructions(&ids[0], None).await,
