@@ -85,7 +85,11 @@ pub struct Config {
 impl Config {
     /// The read replica's database settings: the primary's, with the read URL and pool size.
     pub fn read_db(&self) -> Option<DbArgs> {
-        let url = self.read_database_url.as_ref()?;
+        // An empty value (a Secret key left blank) means no read replica, like no value.
+        let url = self
+            .read_database_url
+            .as_ref()
+            .filter(|url| !url.trim().is_empty())?;
         Some(DbArgs {
             database_url: url.clone(),
             db_pool_size: self.read_db_pool_size.unwrap_or(self.db.db_pool_size),
