@@ -238,7 +238,12 @@ async fn reads_go_to_the_replica_and_a_client_sees_its_own_writes() {
         assert!(outcomes.iter().all(|o| *o == InsertOutcome::Inserted));
     }
     let replica = StreamingReplica::start(&primary);
-    let replica_url = replica.url("localhost", DATABASE, "sslmode=disable");
+    // The read URL takes libpq's TLS parameters, as the primary's does.
+    let replica_url = replica.url(
+        "localhost",
+        DATABASE,
+        &format!("sslmode=verify-full&sslrootcert={}", pki.ca().display()),
+    );
     let api = Api::start(&primary_url, &replica_url).await;
     api.wait_for_metric("order_api_read_replica_up", |v| v == 1.0)
         .await;
@@ -263,6 +268,15 @@ async fn reads_go_to_the_replica_and_a_client_sees_its_own_writes() {
     assert!(on_primary < 10, "the primary served {on_primary} reads");
     assert!(on_replica < 510, "the replica counted {on_replica} scans");
     assert!(api.replica_reads().await >= 500.0);
+    assert_eq!(
+        replica.psql(
+            "postgres",
+            "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE application_name LIKE 'order-api%'",
+        ),
+        "t\n",
+        "the replica's connections use TLS"
+    );
 
     // A malformed token is a 400 in the error format, over REST and GraphQL alike.
     let path = format!("/orders/{}", ids[0]);
