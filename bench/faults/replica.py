@@ -86,7 +86,7 @@ class Standby:
 
     def start(self) -> None:
         self._run(["pg_ctl", "-D", self.dir, "-l", self.logfile, "-w", "-t", "60", "-o",
-                   f"-p {self.port} -c listen_addresses=127.0.0.1 -c hot_standby=on "
+                   f"-p {self.port} -c listen_addresses=127.0.0.1 -c hot_standby=on -c max_connections=200 "
                    f"-k {os.path.dirname(self.dir)}", "start"])
 
     def stop(self) -> None:
