@@ -104,6 +104,9 @@ pub struct ReadReplica {
     replayed: AtomicU64,
     lag_ms: AtomicU64,
     gauges: ReplicaGauges,
+    /// Whether the state has been logged once: a replica that is down from the start is
+    /// reported at its first probe, later only the up/down transitions are.
+    announced: AtomicBool,
     /// Wakes the monitor early after a read failed, so that a replica whose pooled connections
     /// were cut by a restart (each failing once) is back in use as soon as it answers.
     probe_now: Notify,
@@ -127,6 +130,7 @@ impl ReadReplica {
             replayed: AtomicU64::new(0),
             lag_ms: AtomicU64::new(UNKNOWN_LAG),
             gauges,
+            announced: AtomicBool::new(false),
             probe_now: Notify::new(),
         });
         tokio::spawn(monitor(Arc::downgrade(&replica), probe_pool));
@@ -192,6 +196,7 @@ impl ReadReplica {
         } else {
             lag as f64 / 1000.0
         });
+        self.announced.store(true, Ordering::Release);
         if !self.up.swap(true, Ordering::AcqRel) {
             tracing::info!(
                 lag_ms = lag,
@@ -202,7 +207,8 @@ impl ReadReplica {
     }
 
     fn set_down(&self, reason: &str) {
-        if self.up.swap(false, Ordering::AcqRel) {
+        let was_up = self.up.swap(false, Ordering::AcqRel);
+        if was_up || !self.announced.swap(true, Ordering::AcqRel) {
             tracing::warn!(reason, "read replica down; reads go to the primary");
         }
         self.gauges.up.set(0);
@@ -211,7 +217,6 @@ impl ReadReplica {
 
 /// Probes the replica every [`MONITOR_INTERVAL`] while it is still in use.
 async fn monitor(replica: Weak<ReadReplica>, probe_pool: Pool) {
-    let mut reported = false;
     loop {
         let outcome = tokio::time::timeout(PROBE_TIMEOUT, async {
             let mut conn = probe_pool.get().await?;
@@ -228,13 +233,6 @@ async fn monitor(replica: Weak<ReadReplica>, probe_pool: Pool) {
         let Some(replica) = replica.upgrade() else {
             return;
         };
-        if let Err(e) = &outcome {
-            if !reported && !replica.is_up() {
-                // Down from the start: said once, then the up/down transitions speak.
-                tracing::warn!(error = %e, "read replica unreachable; reads go to the primary");
-            }
-        }
-        reported = true;
         replica.record(outcome);
         let woken = async {
             tokio::select! {
@@ -261,4 +259,32 @@ pub fn parse_token(text: &str) -> Result<u64, ApiError> {
                 .into(),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_its_own_counter_slot() {
+        for (index, route) in ReadRoute::ALL.iter().enumerate() {
+            assert_eq!(*route as usize, index, "{route:?}");
+        }
+        let labels: std::collections::HashSet<_> = ReadRoute::ALL
+            .iter()
+            .map(|r| (r.target(), r.reason()))
+            .collect();
+        assert_eq!(labels.len(), ReadRoute::ALL.len());
+    }
+
+    #[test]
+    fn tokens_round_trip_and_anything_else_is_a_400() {
+        let token = format_token(0x16_B374_D848);
+        assert_eq!(token, "16/B374D848");
+        assert_eq!(parse_token(&token).ok(), Some(0x16_B374_D848));
+        for bad in ["", "nope", "16/", "16/B374D848/1", "-1/0"] {
+            let error = parse_token(bad).err().map(|e| e.status().as_u16());
+            assert_eq!(error, Some(400), "{bad:?}");
+        }
+    }
 }
