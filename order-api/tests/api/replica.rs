@@ -15,7 +15,7 @@ use order_api::auth::Auth;
 use order_api::config::Config;
 use order_api::{AppState, Limits, ReadReplicaConfig};
 use order_store::orders::{self, InsertOutcome};
-use order_store::test_tls::{Pki, StreamingReplica, TlsPostgres};
+use order_store::test_tls::{PgBouncer, Pki, StreamingReplica, TlsPostgres};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -34,8 +34,8 @@ struct Api {
 }
 
 impl Api {
-    async fn start(primary_url: &str, replica_url: &str) -> Self {
-        let config = Config::try_parse_from([
+    async fn start(primary_url: &str, replica_url: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
             "order-api",
             "--listen",
             "127.0.0.1:0",
@@ -43,8 +43,6 @@ impl Api {
             primary_url,
             "--read-database-url",
             replica_url,
-            "--read-max-lag-ms",
-            &MAX_LAG_MS.to_string(),
             "--db-connect-timeout-ms",
             "2000",
             "--db-query-timeout-ms",
@@ -55,8 +53,12 @@ impl Api {
             AUDIENCE,
             "--jwt-public-key-file",
             keys().rsa_public_file.to_str().unwrap(),
-        ])
-        .unwrap();
+        ];
+        args.extend_from_slice(extra);
+        let max_lag = MAX_LAG_MS.to_string();
+        args.push("--read-max-lag-ms");
+        args.push(&max_lag);
+        let config = Config::try_parse_from(args).unwrap();
         let auth = Auth::from_config(&config).await.unwrap();
         let replica =
             ReadReplicaConfig::build(&config.read_db().unwrap(), config.read_max_lag()).unwrap();
@@ -244,7 +246,7 @@ async fn reads_go_to_the_replica_and_a_client_sees_its_own_writes() {
         DATABASE,
         &format!("sslmode=verify-full&sslrootcert={}", pki.ca().display()),
     );
-    let api = Api::start(&primary_url, &replica_url).await;
+    let api = Api::start(&primary_url, &replica_url, &[]).await;
     api.wait_for_metric("order_api_read_replica_up", |v| v == 1.0)
         .await;
     let primary_scans = || order_scans(|db, sql| primary.psql(db, sql));
@@ -445,4 +447,44 @@ async fn reads_go_to_the_replica_and_a_client_sees_its_own_writes() {
     // The pooled connections the restart cut fail once each (those reads are retried on the
     // primary); the rest are the replica's.
     scans_grow(replica_scans, replica_before, 80).await;
+
+    // PgBouncer in transaction mode in front of the replica, --db-prepared-statements off:
+    // the read pool honours it, so every read is served by the replica (none fails over; with
+    // prepared statements on, most would fail there and be retried on the primary).
+    let bouncer = PgBouncer::start_for(
+        "127.0.0.1",
+        &replica.port().to_string(),
+        "postgres",
+        DATABASE,
+        "transaction",
+        4,
+    );
+    let pooled = Api::start(
+        &primary_url,
+        &bouncer.url(DATABASE),
+        &["--db-prepared-statements", "off"],
+    )
+    .await;
+    pooled
+        .wait_for_metric("order_api_read_replica_up", |v| v == 1.0)
+        .await;
+    let reads = futures_util::future::join_all((0..200).map(|i| {
+        let (pooled, id) = (&pooled, &ids[i % ids.len()]);
+        async move {
+            if i % 2 == 0 {
+                pooled.rest_instructions(id, None).await
+            } else {
+                pooled.graphql_instructions(id, None).await
+            }
+        }
+    }))
+    .await;
+    assert_eq!(reads.len(), 200);
+    assert_eq!(pooled.replica_reads().await, 200.0, "{}", bouncer.log());
+    assert_eq!(
+        pooled
+            .metric("order_api_db_reads_total{reason=\"replica_failed\",target=\"primary\"}")
+            .await,
+        0.0
+    );
 }
