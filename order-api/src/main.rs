@@ -40,14 +40,16 @@ async fn stop_accepting(state: AppState, delay: Duration) {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let auth = Auth::from_config(&config).await?;
-    let pool = order_store::prepare_database(&config.db, "order-api")
-        .await
-        .context("cannot use the database")?;
+    // Before the primary: a read URL that can never work is a configuration error, reported
+    // as such. An unreachable replica is not: the monitor waits for it.
     let replica = config
         .read_db()
         .map(|args| ReadReplicaConfig::build(&args, config.read_max_lag()))
         .transpose()
         .map_err(|e| anyhow::anyhow!("cannot use the read database: {e}"))?;
+    let pool = order_store::prepare_database(&config.db, "order-api")
+        .await
+        .context("cannot use the database")?;
     let state = AppState::with_read_replica(
         pool,
         replica,
