@@ -14,6 +14,9 @@ pub struct StandbyStatus {
     /// Whether the server is a standby at all (`pg_is_in_recovery()`); a primary reports no
     /// positions.
     pub in_recovery: bool,
+    /// Whether a WAL receiver is running (a row in `pg_stat_wal_receiver`, visible without
+    /// special privileges): without one the standby receives nothing from the primary.
+    pub receiving: bool,
     /// The last WAL position received from the primary, when it streams.
     pub received: Option<u64>,
     /// The last WAL position replayed: every change up to it is visible to reads.
@@ -24,13 +27,14 @@ pub struct StandbyStatus {
 
 impl StandbyStatus {
     /// How far behind the primary the standby's reads are, in milliseconds, or `None` when
-    /// that cannot be told. Everything received has been replayed: 0, however long ago the
-    /// last transaction was (an idle primary sends nothing to replay, and the time since the
-    /// last replay then grows although the standby is current). Otherwise the time since the
-    /// last replayed commit, an upper bound of the real lag.
+    /// that cannot be told. Receiving, with everything received replayed: 0, however long ago
+    /// the last transaction was (an idle primary sends nothing to replay, and the time since
+    /// the last replay then grows although the standby is current). Otherwise the time since
+    /// the last replayed commit, an upper bound of the real lag; also while no WAL receiver
+    /// runs (the standby cut off from the primary cannot tell what it is missing).
     pub fn lag_ms(&self) -> Option<u64> {
         match (self.received, self.replayed) {
-            (Some(received), Some(replayed)) if replayed >= received => Some(0),
+            (Some(received), Some(replayed)) if self.receiving && replayed >= received => Some(0),
             _ => self.since_last_replay_ms,
         }
     }
@@ -40,6 +44,8 @@ impl StandbyStatus {
 struct StatusRow {
     #[diesel(sql_type = Bool)]
     in_recovery: bool,
+    #[diesel(sql_type = Bool)]
+    receiving: bool,
     #[diesel(sql_type = Nullable<BigInt>)]
     received: Option<i64>,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -53,6 +59,7 @@ struct StatusRow {
 pub async fn standby_status(conn: &mut AsyncPgConnection) -> Result<StandbyStatus, StoreError> {
     let row: StatusRow = diesel::sql_query(
         "SELECT pg_is_in_recovery() AS in_recovery, \
+         EXISTS (SELECT 1 FROM pg_stat_wal_receiver) AS receiving, \
          (pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint AS received, \
          (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint AS replayed, \
          (extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000)::bigint \
@@ -63,6 +70,7 @@ pub async fn standby_status(conn: &mut AsyncPgConnection) -> Result<StandbyStatu
     let position = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
     Ok(StandbyStatus {
         in_recovery: row.in_recovery,
+        receiving: row.receiving,
         received: position(row.received),
         replayed: position(row.replayed),
         // A replica's clock slightly behind the primary's gives a negative age: current.
@@ -163,6 +171,7 @@ mod tests {
     fn lag_is_zero_once_everything_received_is_replayed() {
         let status = |received, replayed, since| StandbyStatus {
             in_recovery: true,
+            receiving: true,
             received,
             replayed,
             since_last_replay_ms: since,
@@ -174,5 +183,10 @@ mod tests {
         );
         assert_eq!(status(None, Some(10), Some(500)).lag_ms(), Some(500));
         assert_eq!(status(Some(20), Some(10), None).lag_ms(), None);
+        let cut_off = StandbyStatus {
+            receiving: false,
+            ..status(Some(10), Some(10), Some(60_000))
+        };
+        assert_eq!(cut_off.lag_ms(), Some(60_000));
     }
 }
