@@ -73,10 +73,6 @@ impl Db {
         &self.pool
     }
 
-    pub fn replica(&self) -> Option<&ReadReplica> {
-        self.replica.as_deref()
-    }
-
     /// This database for one request's reads; `after` is its consistency token.
     #[must_use]
     pub fn for_reads(&self, after: Option<u64>) -> Self {
