@@ -8,5 +8,6 @@ mod compat;
 mod graphql;
 mod outage;
 mod replica;
+mod replica_client;
 mod rest;
 mod traces;
