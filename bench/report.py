@@ -737,6 +737,38 @@ for f in findings:
     w(f"- {f}")
 w("")
 
+# ---------------------------------------------------------------------------------- replica
+replica_runs = {(mode, wl): load(f"replica_{mode}_{wl}") for mode in ("off", "on")
+                for wl in ("order_by_id", "graphql_order")}
+if any(replica_runs.values()):
+    w("## Reads with a read replica (informational)")
+    w("")
+    w("The `replica` phase (bench/replica.sh): a private primary and a `pg_basebackup -R` streaming replica of it, "
+      "both on this machine, the same orders seeded; order-api with `DATABASE_URL` only (every read on the "
+      "primary), then with `READ_DATABASE_URL` too (reads on the replica). Both servers share the same cores, so "
+      "this shows what the routing costs here, not the capacity a replica on its own hardware adds.")
+    w("")
+    w("| workload | reads on | req/s | p50 | p99 | errors | peak RSS |")
+    w("|---|---|---|---|---|---|---|")
+    for wl, label in (("order_by_id", "`GET /orders/{id}`"), ("graphql_order", "GraphQL `order(id)`")):
+        for mode, where in (("off", "primary"), ("on", "replica")):
+            d = replica_runs[(mode, wl)]
+            if not d:
+                w(f"| {label} | {where} | n/a | | | | |")
+                continue
+            errors = sum(d.get(k, 0) for k in ("errors_status", "errors_connect", "errors_read", "errors_write", "errors_timeout"))
+            w(f"| {label} | {where} | {num(d.get('rps'))} | {ms(d.get('lat_p50_us'))} | {ms(d.get('lat_p99_us'))} | "
+              f"{errors} of {num(d.get('requests'))} | {mib(d.get('hwm_kb'))} |")
+    reads = text("replica_on_reads.txt").strip()
+    if reads:
+        w("")
+        w("`order_api_db_reads_total` after the run with the replica:")
+        w("")
+        w("```")
+        w(reads)
+        w("```")
+    w("")
+
 w("## Commands")
 w("")
 w("As run (paths relative to the repository; `target/release/` binaries):")

@@ -27,6 +27,10 @@
 #               order-ingest's relay takes to publish them all to a stream (events/s), against
 #               redis-benchmark sending the same payload as pipelined XADDs (500 a pipeline, one
 #               connection: the relay's batch size).
+#   5. replica (only when selected with --phases): GET /orders/{id} and GraphQL order(id) on
+#               order-api without and with a read replica (READ_DATABASE_URL): a private primary
+#               and a pg_basebackup -R streaming replica on spare ports (bench/replica.sh).
+#               Informational: both servers share this one machine.
 # Peak RSS is VmHWM from /proc/<pid>/status, reset before and read after each phase. With
 # profiling on (the default), perf samples the API under each workload and the ingest while
 # draining; the summaries go into the report. Results and logs: target/bench-run/.
@@ -41,7 +45,8 @@
 #   --batch B             order-ingest --batch-size, and the ceilings'  [BENCH_BATCH=200]
 #   --stores S            store numbers the orders spread over          [BENCH_STORES=200]
 #   --existing-seconds S  time bound of the per-event pattern runs      [BENCH_EXISTING_SECONDS=15]
-#   --phases LIST         comma-separated subset of phases              [BENCH_PHASES=api,ingest,latency,outbox]
+#   --phases LIST         comma-separated subset of api,ingest,latency,outbox [BENCH_PHASES=api,ingest,latency,outbox]
+#                         and replica (not run unless listed)
 #   --wait-idle S         wait up to S s after the build for the 1-min  [BENCH_WAIT_IDLE=120]
 #                         load average to fall to nproc/2 (shared machine; 0: don't wait)
 #   --no-profile          skip the perf profiles                        [BENCH_PROFILE=0]
@@ -49,7 +54,8 @@
 #   --skip-build          use the release binaries already built        [BENCH_SKIP_BUILD=1]
 #   --output FILE         report path                                   [BENCH_OUTPUT=docs/BENCHMARKS.md]
 # Also: BENCH_DB (database, dropped and recreated: order_bench), PGHOST/PGPORT/PGUSER,
-# REDIS_URL, BENCH_PORT_BASE (first of the loopback ports used: 18080).
+# REDIS_URL, BENCH_PORT_BASE (first of the loopback ports used: 18080), BENCH_BIN_DIR (the
+# binaries: target/release; with --skip-build any directory holding them).
 #
 # Everything is bounded: every wait has a deadline, every load run a duration or a count. On
 # exit (also on Ctrl-C) the runner stops the processes it started, drops its database and
@@ -113,7 +119,7 @@ API_ADDR="127.0.0.1:$((PORT_BASE + 8))"
 PG_GRAPHILE_PORT=$((PORT_BASE + 5))
 PREFIX="order-bench:$$"
 THREADS="$(nproc)"
-BIN="$ROOT/target/release"
+BIN="${BENCH_BIN_DIR:-$ROOT/target/release}"
 export BENCH_DIR RUST_LOG="${RUST_LOG:-warn}"
 
 log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -130,6 +136,7 @@ cleanup() {
   local status=$?
   trap - EXIT INT TERM
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  replica_cleanup
   if command -v redis-cli >/dev/null; then
     for key in "${KEYS[@]}"; do redis-cli -u "$REDIS_URL" DEL "$key" "$key:dlq" >/dev/null 2>&1 || true; done
   fi
@@ -137,6 +144,8 @@ cleanup() {
   [ "$status" -eq 0 ] || log "exit status $status; logs in $OUT"
   exit "$status"
 }
+# shellcheck source=bench/replica.sh
+. "$BENCH_DIR/replica.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -195,7 +204,7 @@ install_tools() {
 build() {
   if [ "$SKIP_BUILD" = 1 ]; then log "skipping the build"; else
     local packages=(-p order-bench -p order-api)
-    { has_phase ingest || has_phase latency || has_phase outbox; } && packages+=(-p order-ingest)
+    { has_phase ingest || has_phase latency || has_phase outbox || has_phase replica; } && packages+=(-p order-ingest)
     log "cargo build --release ${packages[*]}"
     (cd "$ROOT" && cargo build --release --quiet "${packages[@]}")
   fi
@@ -621,7 +630,7 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 STARTED=$(now)
 install_tools
 build
-for b in order-bench order-api $({ has_phase ingest || has_phase latency || has_phase outbox; } && echo order-ingest); do
+for b in order-bench order-api $({ has_phase ingest || has_phase latency || has_phase outbox || has_phase replica; } && echo order-ingest); do
   [ -x "$BIN/$b" ] || die "missing $BIN/$b"
 done
 psql -d postgres -qAtc 'SELECT 1' >/dev/null || die "PostgreSQL at $PGHOST:$PGPORT does not answer"
@@ -635,6 +644,7 @@ if has_phase api; then api_phase; loadavg after_api; fi
 if has_phase ingest; then ingest_phase; loadavg after_ingest; fi
 if has_phase latency; then latency_phase; loadavg after_latency; fi
 if has_phase outbox; then outbox_phase; loadavg after_outbox; fi
+if has_phase replica; then replica_phase; loadavg after_replica; fi
 echo "total_seconds=$(awk -v a="$STARTED" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')" >> "$OUT/facts.env"
 mkdir -p "$(dirname "$OUTPUT")"
 python3 "$BENCH_DIR/report.py" "$OUT" > "$OUTPUT.tmp"

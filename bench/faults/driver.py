@@ -31,7 +31,7 @@ SCENARIOS = {
     "redis-restart": "(d) Redis (AOF on) restarted mid-run",
     "db-outage": "(e) database unreachable (silent partition)",
 }
-STAGES = ["ingest", "api", "security", "schemathesis", "fuzz", "rolling", "transport", "outbox"]
+STAGES = ["ingest", "api", "security", "schemathesis", "fuzz", "rolling", "transport", "outbox", "replica"]
 
 
 class Ctx:
@@ -68,6 +68,8 @@ def parse():
     p.add_argument("--rolling-rate", type=int, default=400, help="rolling stage: client requests per second through HAProxy")
     p.add_argument("--rolling-workers", type=int, default=8, help="rolling stage: client threads (one keep-alive connection each)")
     p.add_argument("--rolling-settle-s", type=float, default=3, help="rolling stage: seconds of load between restarts")
+    p.add_argument("--replica-seconds", type=int, default=30, help="replica stage: seconds of read load")
+    p.add_argument("--replica-outage-s", type=float, default=10, help="replica stage: how long the read replica stays down")
     p.add_argument("--transport-timeout", type=int, default=900,
                    help="transport stage: seconds each crate's `cargo test` run may take (the build is bounded apart)")
     p.add_argument("--transport-build-timeout", type=int, default=2400,
@@ -165,6 +167,7 @@ SECTION_TITLES = {
     "rolling": "6. Rolling restart behind HAProxy",
     "transport": "7. TLS and connection poolers",
     "outbox": "8. Outbox under faults",
+    "replica": "9. Read replica lost and back under read load",
 }
 _START = re.compile(r"^<!-- section (\w+) run (.+?) -->$")
 _RUNS = re.compile(r"^<!-- runs: (\{.*\}) -->$", re.M)
@@ -486,6 +489,11 @@ def write_report(ctx, facts, results, path, started):
         import outbox
         w = section("outbox")
         outbox.render(w, SECTION_TITLES["outbox"], ob)
+    rep = results.get("replica")
+    if rep:
+        import replica
+        w = section("replica")
+        replica.render(w, SECTION_TITLES["replica"], rep)
     ran = results.get("_stages") or [k for k in SECTION_TITLES if k in results]
     sections = {k: v for k, v in sections.items() if k in ran}
     old_runs, old_sections = read_report(path)
@@ -664,6 +672,16 @@ def main():
                 except Exception as e:  # noqa: BLE001
                     traceback.print_exc()
                     results["rolling"] = {"error": repr(e)}
+        if "replica" in stages:
+            import api
+            import replica
+            logdir = os.path.join(args.workdir, "replica")
+            os.makedirs(logdir, exist_ok=True)
+            try:
+                results["replica"] = replica.run(ctx, api.Keys(args.workdir), logdir)
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                results["replica"] = {"error": repr(e), "pass": False}
         if "fuzz" in stages:
             import fuzzing
             results["fuzz"] = fuzzing.run(ctx)
@@ -707,15 +725,17 @@ def main():
     rolling_ok = results.get("rolling", {}).get("pass", "rolling" not in stages)
     transport_ok = results.get("transport", {}).get("pass", "transport" not in stages)
     outbox_ok = results.get("outbox", {}).get("pass", "outbox" not in stages)
+    replica_ok = results.get("replica", {}).get("pass", "replica" not in stages)
     ok = (not failed and api_ok and sec.get("tried", 0) == sec.get("passed", 0) and not fz and not st_errors
-          and rolling_ok and transport_ok and outbox_ok)
+          and rolling_ok and transport_ok and outbox_ok and replica_ok)
     if own_workdir and not args.keep and ok:
         shutil.rmtree(args.workdir, ignore_errors=True)
     else:
         log(f"logs kept in {args.workdir}")
     log("ALL PASS" if ok else f"FAILURES: scenarios {failed}, api ok {api_ok}, fuzz {[f['target'] for f in fz]}, "
         f"schemathesis 500s {st_errors}, rolling ok {rolling_ok}, transport ok {transport_ok}, "
-        f"outbox ok {outbox_ok}")
+        f"outbox ok {outbox_ok}, "
+        f"replica ok {replica_ok}")
     sys.exit(0 if ok else 1)
 
 

@@ -43,6 +43,11 @@
 #                 relay is SIGKILLed --outbox-kills times, Redis and PostgreSQL are restarted mid-run;
 #                 then the stream is reconciled with the database: lost, phantom, doubled (duplicates
 #                 must be identical), per-order order (sequence, previousStatus, one note per event).
+#   replica       order-api with a read replica (a pg_basebackup -R standby of the private
+#                 PostgreSQL, READ_DATABASE_URL) under wrk read load (GET by id, GraphQL order(id));
+#                 the replica is stopped at once (pg_ctl -m immediate) for --replica-outage-s and
+#                 started again. Pass: 0 failed reads, the replica seen down and up, reads back on
+#                 it after its return (bench/faults/replica.py).
 #
 # Everything runs on loopback against PRIVATE servers started here: a PostgreSQL cluster
 # (initdb into a temp dir, spare port) and a Redis with AOF on (spare port). The shared

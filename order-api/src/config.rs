@@ -21,6 +21,22 @@ pub struct Config {
     #[command(flatten)]
     pub db: DbArgs,
 
+    /// PostgreSQL URL of a read replica (a streaming-replication standby, or a pooler in front
+    /// of several) that serves reads while it is up and current; unset: everything on the
+    /// primary. Takes the same sslmode/sslrootcert parameters as --database-url and honours
+    /// --db-prepared-statements.
+    #[arg(long, env = "READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: Option<String>,
+
+    /// Largest number of connections to the read replica [default: --db-pool-size].
+    #[arg(long, env = "READ_DB_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub read_db_pool_size: Option<u32>,
+
+    /// Reads go to the primary while the read replica lags more than this, in milliseconds.
+    #[arg(long, env = "ORDER_READ_MAX_LAG_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub read_max_lag_ms: u64,
+
     /// Log line format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -67,6 +83,25 @@ pub struct Config {
 }
 
 impl Config {
+    /// The read replica's database settings: the primary's, with the read URL and pool size.
+    pub fn read_db(&self) -> Option<DbArgs> {
+        // An empty value (a Secret key left blank) means no read replica, like no value.
+        let url = self
+            .read_database_url
+            .as_ref()
+            .filter(|url| !url.trim().is_empty())?;
+        Some(DbArgs {
+            database_url: url.clone(),
+            db_pool_size: self.read_db_pool_size.unwrap_or(self.db.db_pool_size),
+            migrate: false,
+            ..self.db.clone()
+        })
+    }
+
+    pub fn read_max_lag(&self) -> Duration {
+        Duration::from_millis(self.read_max_lag_ms)
+    }
+
     pub fn shutdown_delay(&self) -> Duration {
         Duration::from_millis(self.shutdown_delay_ms)
     }

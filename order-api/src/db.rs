@@ -1,42 +1,182 @@
 //! Database access for the service layer: every checkout and query bounded in time, so that a
-//! silent database (FIELD-NOTES 2) turns into a 503 instead of a request that hangs.
+//! silent database turns into a 503 instead of a request that hangs; reads routed to the read
+//! replica ([`crate::replica`]) when it can serve them, everything else on the primary.
+//!
+//! A [`Db`] is made per request from the shared one: [`Db::for_reads`] with the client's
+//! consistency token, or [`Db::for_changes`] for a change (and every operation of a GraphQL
+//! document holding a mutation), which records where the primary's WAL stood after each
+//! successful change so that the response can carry it as the next read's token.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use order_store::{AsyncPgConnection, Pool, StoreError};
+use order_store::{replication, AsyncPgConnection, Pool, StoreError};
+use prometheus::IntCounter;
 use tracing::Instrument as _;
 
 use crate::error::ApiError;
+use crate::replica::{self, ReadReplica, ReadRoute};
 
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     op_timeout: Duration,
+    replica: Option<Arc<ReadReplica>>,
+    reads: Arc<ReadCounters>,
+    mode: Mode,
+}
+
+#[derive(Clone)]
+enum Mode {
+    /// Reads may go to the replica; `after` is the client's consistency token.
+    Reads { after: Option<u64> },
+    /// Everything on the primary; `written` is the highest WAL position after a change made
+    /// through this value (0: none yet).
+    Changes { written: Arc<AtomicU64> },
+}
+
+/// `order_api_db_reads_total`, one counter per [`ReadRoute`] (resolved once, not per read).
+pub struct ReadCounters([IntCounter; ReadRoute::ALL.len()]);
+
+impl ReadCounters {
+    pub fn new(family: &prometheus::IntCounterVec) -> Self {
+        Self(
+            ReadRoute::ALL.map(|route| family.with_label_values(&[route.target(), route.reason()])),
+        )
+    }
+
+    fn count(&self, route: ReadRoute) {
+        self.0[route as usize].inc();
+    }
 }
 
 impl Db {
-    pub fn new(pool: Pool, op_timeout: Duration) -> Self {
-        Self { pool, op_timeout }
+    pub fn new(
+        pool: Pool,
+        op_timeout: Duration,
+        replica: Option<Arc<ReadReplica>>,
+        reads: ReadCounters,
+    ) -> Self {
+        Self {
+            pool,
+            op_timeout,
+            replica,
+            reads: Arc::new(reads),
+            mode: Mode::Reads { after: None },
+        }
     }
 
+    /// The primary's pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
-    /// `op` on one pooled connection; checkout and `op` together take at most the operation
-    /// timeout, past which the result is `Unavailable`. `statement` is the SQL operation `op`
-    /// runs (`SELECT`, `UPDATE`): it names the database span (OpenTelemetry's database
-    /// conventions), which carries the operation and never the statement's parameters.
-    pub async fn run<T>(
+    /// This database for one request's reads; `after` is its consistency token.
+    #[must_use]
+    pub fn for_reads(&self, after: Option<u64>) -> Self {
+        Self {
+            mode: Mode::Reads { after },
+            ..self.clone()
+        }
+    }
+
+    /// This database for one request that changes data: everything on the primary.
+    #[must_use]
+    pub fn for_changes(&self) -> Self {
+        Self {
+            mode: Mode::Changes {
+                written: Arc::default(),
+            },
+            ..self.clone()
+        }
+    }
+
+    /// The token to answer after the changes made through this value, if any succeeded.
+    pub fn consistency_token(&self) -> Option<String> {
+        match &self.mode {
+            Mode::Changes { written } => match written.load(Ordering::Acquire) {
+                0 => None,
+                position => Some(replica::format_token(position)),
+            },
+            Mode::Reads { .. } => None,
+        }
+    }
+
+    /// A change: `op` on the primary, then (on success) the primary's WAL position, on the
+    /// same connection, kept for [`Db::consistency_token`].
+    pub async fn write<T>(
         &self,
         statement: &'static str,
         op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError>,
     ) -> Result<T, ApiError> {
+        let written = match &self.mode {
+            Mode::Changes { written } => Some(written.clone()),
+            Mode::Reads { .. } => None,
+        };
+        self.run(&self.pool, statement, async |conn| {
+            let value = op(conn).await?;
+            if let Some(written) = written {
+                let position = replication::wal_insert_position(conn).await?;
+                written.fetch_max(position, Ordering::AcqRel);
+            }
+            Ok(value)
+        })
+        .await
+    }
+
+    /// A read: on the replica when [`ReadReplica::route`] says so, else on the primary. A read
+    /// the replica fails is run once more on the primary: after a recovery conflict as is,
+    /// after any other failure with the replica marked down.
+    pub async fn read<T>(
+        &self,
+        statement: &'static str,
+        op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError> + Clone,
+    ) -> Result<T, ApiError> {
+        let route = match (&self.mode, &self.replica) {
+            (Mode::Changes { .. }, _) => ReadRoute::Mutation,
+            (Mode::Reads { .. }, None) => ReadRoute::NoReplica,
+            (Mode::Reads { after }, Some(replica)) => replica.route(*after),
+        };
+        let Some(replica) = self
+            .replica
+            .as_deref()
+            .filter(|_| route.target() == "replica")
+        else {
+            self.reads.count(route);
+            return self.run(&self.pool, statement, op).await;
+        };
+        match self.attempt(replica.pool(), statement, op.clone()).await {
+            Ok(value) => {
+                self.reads.count(route);
+                Ok(value)
+            }
+            Err(e) => {
+                let retry = if replication::is_recovery_conflict(&e) {
+                    ReadRoute::RecoveryConflict
+                } else {
+                    replica.mark_down(&e);
+                    ReadRoute::ReplicaFailed
+                };
+                tracing::debug!(error = %e, reason = retry.reason(), "read retried on the primary");
+                self.reads.count(retry);
+                self.run(&self.pool, statement, op).await
+            }
+        }
+    }
+
+    /// `op` on one connection of `pool`, with the error as the store reported it.
+    async fn attempt<T>(
+        &self,
+        pool: &Pool,
+        statement: &'static str,
+        op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let span = order_store::telemetry::db_span(statement, None);
         let result = self
             .timed(async {
-                let mut conn = self.pool.get_owned().await?;
+                let mut conn = pool.get_owned().await?;
                 op(&mut conn).await
             })
             .instrument(span.clone())
@@ -45,7 +185,22 @@ impl Db {
             span.record("otel.status_code", "ERROR");
             span.in_scope(|| tracing::debug!(error = %e, "database call failed"));
         }
-        result.map_err(ApiError::from)
+        result
+    }
+
+    /// `op` on one pooled connection; checkout and `op` together take at most the operation
+    /// timeout, past which the result is `Unavailable`. `statement` is the SQL operation `op`
+    /// runs (`SELECT`, `UPDATE`): it names the database span (OpenTelemetry's database
+    /// conventions), which carries the operation and never the statement's parameters.
+    async fn run<T>(
+        &self,
+        pool: &Pool,
+        statement: &'static str,
+        op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError>,
+    ) -> Result<T, ApiError> {
+        self.attempt(pool, statement, op)
+            .await
+            .map_err(ApiError::from)
     }
 
     /// `operation`, or `Unavailable` once the operation timeout has passed.

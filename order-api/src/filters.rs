@@ -15,6 +15,7 @@ use crate::auth::{self, READ_SCOPE, WRITE_SCOPE};
 use crate::error::{self, ApiError};
 use crate::layers::{finish, request_info, server_span, RequestInfo};
 pub use crate::layers::{route_label, ROUTES};
+use crate::replica::{self, CONSISTENCY_HEADER};
 use crate::{graphql, handlers, AppState};
 
 /// The whole server: every route, errors answered as JSON, metrics, and a span per request
@@ -75,6 +76,33 @@ pub fn routes(
 fn with_state(state: &AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
     let state = state.clone();
     warp::any().map(move || state.clone())
+}
+
+/// The client's `X-Consistency-Token`, if it sent one; a malformed one is a 400.
+fn consistency_token() -> impl Filter<Extract = (Option<u64>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>(CONSISTENCY_HEADER).and_then(
+        |token: Option<String>| async move {
+            token
+                .as_deref()
+                .map(replica::parse_token)
+                .transpose()
+                .map_err(Rejection::from)
+        },
+    )
+}
+
+/// The state of a read: its reads routed with the request's consistency token.
+fn with_reads(state: &AppState) -> impl Filter<Extract = (AppState,), Error = Rejection> + Clone {
+    let state = state.clone();
+    consistency_token().map(move |after| state.for_reads(after))
+}
+
+/// The state of a change: everything on the primary.
+fn with_changes(
+    state: &AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    let state = state.clone();
+    warp::any().map(move || state.for_changes())
 }
 
 /// Typed query parameters; unknown ones are ignored.
@@ -173,7 +201,7 @@ pub fn search(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(read(state))
         .and(query())
-        .and(with_state(state))
+        .and(with_reads(state))
         .and_then(handlers::search)
         .boxed()
 }
@@ -183,7 +211,7 @@ pub fn order_by_number(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / "number" / String)
         .and(warp::get())
         .and(read(state))
-        .and(with_state(state))
+        .and(with_reads(state))
         .and_then(handlers::get_order_by_number)
         .boxed()
 }
@@ -194,7 +222,7 @@ pub fn orders_by_store(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(read(state))
         .and(query())
-        .and(with_state(state))
+        .and(with_reads(state))
         .and_then(handlers::list_by_store)
         .boxed()
 }
@@ -205,7 +233,7 @@ pub fn orders_by_customer(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(read(state))
         .and(query())
-        .and(with_state(state))
+        .and(with_reads(state))
         .and_then(handlers::list_by_customer)
         .boxed()
 }
@@ -215,7 +243,7 @@ pub fn order_by_id(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String)
         .and(warp::get())
         .and(read(state))
-        .and(with_state(state))
+        .and(with_reads(state))
         .and_then(handlers::get_order)
         .boxed()
 }
@@ -226,7 +254,7 @@ pub fn update_status(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::patch())
         .and(write(state))
         .and(json_body(state.max_body_bytes))
-        .and(with_state(state))
+        .and(with_changes(state))
         .and_then(handlers::update_status)
         .boxed()
 }
@@ -237,7 +265,7 @@ pub fn update_fulfillment(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::patch())
         .and(write(state))
         .and(json_body(state.max_body_bytes))
-        .and(with_state(state))
+        .and(with_changes(state))
         .and_then(handlers::update_fulfillment)
         .boxed()
 }
@@ -248,7 +276,7 @@ pub fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(write(state))
         .and(json_body(state.max_body_bytes))
-        .and(with_state(state))
+        .and(with_changes(state))
         .and_then(handlers::cancel)
         .boxed()
 }
@@ -259,19 +287,21 @@ pub fn add_note(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(write(state))
         .and(json_body(state.max_body_bytes))
-        .and(with_state(state))
+        .and(with_changes(state))
         .and_then(handlers::add_note)
         .boxed()
 }
 
-/// `POST /graphql`: any valid token; each field checks its own scope. The body has the same
-/// content type check and size limit as REST bodies (chunked bodies included), and is read
-/// as a GraphQL request the way async-graphql-warp reads one.
+/// `POST /graphql`: any valid token; each field checks its own scope. Reads follow the
+/// request's `X-Consistency-Token`; a document holding a mutation runs wholly on the primary.
+/// The body has the same content type check and size limit as REST bodies (chunked bodies
+/// included), and is read as a GraphQL request the way async-graphql-warp reads one.
 pub fn graphql_post(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("graphql")
         .and(warp::post())
         .and(auth::authenticate(state.auth.clone()))
         .and(json_content_type())
+        .and(consistency_token())
         .and(graphql_request(state))
         .and(with_state(state))
         .and_then(graphql::handle)

@@ -17,6 +17,24 @@ fn json_response(value: &impl Serialize) -> Response {
     warp::reply::json(value).into_response()
 }
 
+/// The reply to a successful change: the order, and the consistency token that lets the
+/// client's next read see the change.
+fn changed(order: &Order, state: &AppState) -> Response {
+    let mut response = json_response(order);
+    with_consistency_token(&mut response, state.db.consistency_token());
+    response
+}
+
+/// Adds `token` as the `X-Consistency-Token` header.
+pub fn with_consistency_token(response: &mut Response, token: Option<String>) {
+    // An LSN's text is plain ASCII (hexadecimal digits and a slash): always a valid value.
+    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        response
+            .headers_mut()
+            .insert(crate::replica::CONSISTENCY_HEADER, value);
+    }
+}
+
 fn not_found(what: &str) -> ApiError {
     ApiError::NotFound(format!("Order not found: {what}"))
 }
@@ -234,7 +252,7 @@ pub async fn update_status(
     )
         .collect()?;
     let order = service::update_status(&state.db, uuid, status).await?;
-    Ok(json_response(&order))
+    Ok(changed(&order, &state))
 }
 
 /// `PATCH /orders/{orderId}/fulfillment` body.
@@ -267,7 +285,7 @@ pub async fn update_fulfillment(
         any_given,
     )?;
     let order = service::update_fulfillment(&state.db, uuid, &update).await?;
-    Ok(json_response(&order))
+    Ok(changed(&order, &state))
 }
 
 /// `POST /orders/{orderId}/cancel` body.
@@ -299,14 +317,14 @@ fn id_and_text(
 pub async fn cancel(id: String, body: CancelBody, state: AppState) -> Result<Response, Rejection> {
     let (uuid, reason) = id_and_text(&id, "reason", body.reason.as_ref())?;
     let order = service::cancel(&state.db, uuid, &reason).await?;
-    Ok(json_response(&order))
+    Ok(changed(&order, &state))
 }
 
 /// `POST /orders/{orderId}/notes` `{ "note" }`
 pub async fn add_note(id: String, body: NoteBody, state: AppState) -> Result<Response, Rejection> {
     let (uuid, note) = id_and_text(&id, "note", body.note.as_ref())?;
     let order = service::add_note(&state.db, uuid, &note).await?;
-    Ok(json_response(&order))
+    Ok(changed(&order, &state))
 }
 
 /// `GET /health/live`, `GET /actuator/health/liveness`: the process answers.

@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod layers;
 pub mod metrics;
 pub mod openapi;
+pub mod replica;
 pub mod service;
 pub mod state;
 pub mod streaming;
@@ -20,7 +21,7 @@ pub mod validate;
 use std::future::Future;
 use std::net::SocketAddr;
 
-pub use crate::state::{AppState, Limits};
+pub use crate::state::{AppState, Limits, ReadReplicaConfig};
 
 /// Binds `addr` and returns the bound address and the server future, which ends once
 /// `shutdown` resolves and in-flight requests have drained.

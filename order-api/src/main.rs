@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use order_api::auth::Auth;
 use order_api::config::Config;
-use order_api::{AppState, Limits};
+use order_api::{AppState, Limits, ReadReplicaConfig};
 use order_store::{process, telemetry};
 
 /// The default log filter. warp's per-request "processing request" lines are left out: at
@@ -40,11 +40,19 @@ async fn stop_accepting(state: AppState, delay: Duration) {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let auth = Auth::from_config(&config).await?;
+    // Before the primary: a read URL that can never work is a configuration error, reported
+    // as such. An unreachable replica is not: the monitor waits for it.
+    let replica = config
+        .read_db()
+        .map(|args| ReadReplicaConfig::build(&args, config.read_max_lag()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("cannot use the read database: {e}"))?;
     let pool = order_store::prepare_database(&config.db, "order-api")
         .await
         .context("cannot use the database")?;
-    let state = AppState::new(
+    let state = AppState::with_read_replica(
         pool,
+        replica,
         auth,
         Limits {
             max_body_bytes: config.max_body_bytes,

@@ -1,7 +1,8 @@
 //! Prometheus metrics, on the `prometheus` crate with a [`Registry`] of their own per
 //! [`Metrics`] value (never the crate's global one): a request counter and latency histogram per
 //! route, method and status; the pool's connections in use and idle, its size, and how often and
-//! how long checkouts waited (read from bb8 at scrape time); and the build. The names, labels,
+//! how long checkouts waited (read from bb8 at scrape time); the read replica's state and where
+//! reads went ([`crate::replica`]); and the build. The names, labels,
 //! types and buckets are those the dashboard and alerts of deploy/observability query, and the
 //! README's metrics table lists them (.ci/check-observability-metrics compares both).
 
@@ -13,8 +14,11 @@ use warp::http::StatusCode;
 use order_store::metrics::{register, register_build_info, PoolWaits};
 use order_store::Pool;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+use crate::replica::ReplicaGauges;
 
 /// Histogram bucket upper bounds, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -29,6 +33,8 @@ pub struct Metrics {
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
     pool_waits: PoolWaits,
+    replica: ReplicaGauges,
+    reads: IntCounterVec,
     /// One scrape at a time: the scrape-time values are set, then gathered.
     scrape: Mutex<()>,
 }
@@ -73,6 +79,32 @@ impl Default for Metrics {
             IntGauge::new("db_pool_max_connections", "Largest pool size."),
         );
         let pool_waits = PoolWaits::register(&registry);
+        let replica = ReplicaGauges {
+            up: register(
+                &registry,
+                IntGauge::new(
+                    "order_api_read_replica_up",
+                    "Whether the read replica answers (1) or not (0); 0 when none is configured.",
+                ),
+            ),
+            lag_seconds: register(
+                &registry,
+                Gauge::new(
+                    "order_api_read_replica_lag_seconds",
+                    "How far the read replica's reads were behind the primary at its last answer (+Inf: unknown while WAL is pending).",
+                ),
+            ),
+        };
+        let reads = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "order_api_db_reads_total",
+                    "Database reads by the server that served them and why it was chosen.",
+                ),
+                &["target", "reason"],
+            ),
+        );
         register_build_info(&registry, env!("CARGO_PKG_VERSION"));
         Self {
             registry,
@@ -81,12 +113,24 @@ impl Default for Metrics {
             pool_connections,
             pool_max,
             pool_waits,
+            replica,
+            reads,
             scrape: Mutex::new(()),
         }
     }
 }
 
 impl Metrics {
+    /// The gauges the read replica's monitor sets.
+    pub fn replica_gauges(&self) -> ReplicaGauges {
+        self.replica.clone()
+    }
+
+    /// `order_api_db_reads_total`, for [`crate::db::ReadCounters`].
+    pub fn reads(&self) -> &IntCounterVec {
+        &self.reads
+    }
+
     pub fn observe(
         &self,
         route: &'static str,

@@ -1,5 +1,7 @@
 //! One function per operation, shared by REST and GraphQL: validated input in, one timed
 //! database call, `ApiError` out. The transports only parse their input and render the result.
+//! Reads go through [`Db::read`] (the replica when it can serve them), changes through
+//! [`Db::write`] (the primary).
 
 use order_store::orders::{self, Cursor, FulfillmentUpdate, OrderFilter};
 use order_store::{outbox, AsyncConnection as _, Order, OrderStatus, StoreError};
@@ -11,13 +13,13 @@ use crate::validate::{SearchQuery, Window};
 
 /// `GET /orders/{orderId}`, `order(id)`.
 pub async fn get(db: &Db, id: Uuid) -> Result<Option<Order>, ApiError> {
-    db.run("SELECT", async |conn| orders::find_by_id(conn, id).await)
+    db.read("SELECT", async |conn| orders::find_by_id(conn, id).await)
         .await
 }
 
 /// `GET /orders/number/{orderNumber}`, `orderByNumber`.
 pub async fn by_number(db: &Db, number: &str) -> Result<Option<Order>, ApiError> {
-    db.run("SELECT", async |conn| {
+    db.read("SELECT", async |conn| {
         orders::find_by_order_number(conn, number).await
     })
     .await
@@ -31,7 +33,7 @@ pub async fn list(
     after: Option<Cursor>,
     window: Window,
 ) -> Result<Vec<Order>, ApiError> {
-    db.run("SELECT", async |conn| {
+    db.read("SELECT", async |conn| {
         orders::list(conn, filter, after, window.offset, window.limit).await
     })
     .await
@@ -57,7 +59,7 @@ pub async fn search(db: &Db, query: &SearchQuery) -> Result<SearchResult, ApiErr
         });
     }
     let found = db
-        .run("SELECT", async |conn| {
+        .read("SELECT", async |conn| {
             orders::search(conn, &query.filter, offset, limit).await
         })
         .await?;
@@ -84,7 +86,7 @@ enum Edit<'a> {
 /// span. Redis is never involved: publishing is the relay's job, after the commit.
 async fn committed(db: &Db, id: Uuid, edit: Edit<'_>) -> Result<Order, ApiError> {
     let traceparent = order_store::telemetry::current_traceparent();
-    db.run("UPDATE", async |conn| {
+    db.write("UPDATE", async |conn| {
         conn.transaction(async |conn| {
             let changed = match edit {
                 Edit::Status(to) => orders::update_status(conn, id, to).await,

@@ -4,12 +4,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_store::Pool;
+use order_store::{build_pool, DbArgs, Pool};
 
 use crate::auth::Auth;
-use crate::db::Db;
+use crate::db::{Db, ReadCounters};
 use crate::graphql::{self, OrderSchema};
 use crate::metrics::Metrics;
+use crate::replica::ReadReplica;
 
 /// Everything a request needs; cheap to clone (shared handles only).
 #[derive(Clone)]
@@ -24,6 +25,36 @@ pub struct AppState {
     draining: Arc<AtomicBool>,
 }
 
+/// The optional read replica's pools and settings.
+pub struct ReadReplicaConfig {
+    /// The pool reads use.
+    pub pool: Pool,
+    /// A pool of one connection for the monitor's probes.
+    pub probe_pool: Pool,
+    /// Reads go to the primary while the replica lags more than this.
+    pub max_lag: Duration,
+}
+
+impl ReadReplicaConfig {
+    /// The pools of the replica `args` names, built with the primary's pool builder (same TLS
+    /// and prepared-statement handling); nothing is connected yet. A URL or TLS set-up that
+    /// cannot work is an error here, so that the binary refuses to start with it.
+    pub fn build(args: &DbArgs, max_lag: Duration) -> Result<Self, String> {
+        let (_, params) =
+            order_store::tls::split_pg_url(&args.database_url).map_err(|e| e.to_string())?;
+        order_store::tls::PgConnector::new(&params).map_err(|e| e.to_string())?;
+        let probe = DbArgs {
+            db_pool_size: 1,
+            ..args.clone()
+        };
+        Ok(Self {
+            pool: build_pool(args, "order-api-reads"),
+            probe_pool: build_pool(&probe, "order-api-replica-monitor"),
+            max_lag,
+        })
+    }
+}
+
 /// Settings of [`AppState`] that are not handles.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -33,17 +64,50 @@ pub struct Limits {
 }
 
 impl AppState {
+    /// Everything on the primary `pool`.
     pub fn new(pool: Pool, auth: Auth, limits: Limits) -> Self {
-        let db = Db::new(pool, limits.db_op_timeout);
+        Self::with_read_replica(pool, None, auth, limits)
+    }
+
+    /// Writes on the primary `pool`, reads on the replica while it can serve them. Starts the
+    /// replica's monitor, so it must run inside the tokio runtime.
+    pub fn with_read_replica(
+        pool: Pool,
+        replica: Option<ReadReplicaConfig>,
+        auth: Auth,
+        limits: Limits,
+    ) -> Self {
+        let metrics = Metrics::default();
+        let replica = replica
+            .map(|r| ReadReplica::start(r.pool, r.probe_pool, r.max_lag, metrics.replica_gauges()));
+        let reads = ReadCounters::new(metrics.reads());
+        let db = Db::new(pool, limits.db_op_timeout, replica, reads);
         Self {
             graphql: Arc::new(graphql::Executor::new(graphql::schema(db.clone()))),
             db,
             auth: Arc::new(auth),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
             max_body_bytes: limits.max_body_bytes,
             pool_max: limits.pool_max,
             draining: Arc::default(),
         }
+    }
+
+    /// This state for one read request: reads routed with the client's consistency token.
+    #[must_use]
+    pub fn for_reads(&self, after: Option<u64>) -> Self {
+        let mut state = self.clone();
+        state.db = self.db.for_reads(after);
+        state
+    }
+
+    /// This state for one request that changes data: everything on the primary, and the
+    /// consistency token of its changes kept for the response.
+    #[must_use]
+    pub fn for_changes(&self) -> Self {
+        let mut state = self.clone();
+        state.db = self.db.for_changes();
+        state
     }
 
     /// From now on readiness answers 503, so that load balancers stop routing here.

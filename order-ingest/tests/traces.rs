@@ -86,7 +86,9 @@ fn assert_batch_traced(spans: &[ReceivedSpan], stream: &TestStream, trace: &str)
         batch.attribute("messaging.destination.name"),
         Some(stream.key.as_str())
     );
-    assert!(batch.int_attribute("messaging.batch.message_count").is_some());
+    assert!(batch
+        .int_attribute("messaging.batch.message_count")
+        .is_some());
     let insert = spans
         .iter()
         .find(|s| s.parent_span_id == batch.span_id && s.name == "INSERT orders")

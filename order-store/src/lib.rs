@@ -10,6 +10,7 @@ pub mod models;
 pub mod orders;
 pub mod outbox;
 pub mod process;
+pub mod replication;
 pub mod schema;
 pub mod telemetry;
 #[cfg(feature = "test-support")]

@@ -24,6 +24,7 @@ use warp::Rejection;
 pub use resolvers::{Mutation, Query, MAX_CUSTOMER_ORDERS};
 
 use crate::auth::Principal;
+use crate::db::Db;
 use crate::error::ApiError;
 use crate::validate;
 use crate::AppState;
@@ -73,8 +74,17 @@ impl Executor {
         &self.schema
     }
 
-    /// Runs one request as `principal`: exact numbers in, spec field errors out.
-    async fn execute(&self, mut request: async_graphql::Request, principal: Principal) -> Answer {
+    /// Runs one request as `principal`: exact numbers in, spec field errors out. Its database
+    /// is `db` for reads with the consistency token `after`, or, when the document holds a
+    /// mutation, `db` for changes in every operation; the second value is the consistency
+    /// token of the changes that succeeded.
+    async fn execute(
+        &self,
+        mut request: async_graphql::Request,
+        principal: Principal,
+        db: &Db,
+        after: Option<u64>,
+    ) -> (Answer, Option<String>) {
         request.variables = Variables::from_value(exact_numbers(
             std::mem::take(&mut request.variables).into_value(),
         ));
@@ -91,10 +101,21 @@ impl Executor {
             }
             request.set_parsed_query(document.clone());
         }
+        let holds_mutation = document.as_ref().is_some_and(|document| {
+            document
+                .operations
+                .iter()
+                .any(|(_, operation)| operation.node.ty == OperationType::Mutation)
+        });
+        let db = if holds_mutation {
+            db.for_changes()
+        } else {
+            db.for_reads(after)
+        };
         let span = operation_span(document.as_ref(), operation_name.as_deref());
         let mut response = self
             .schema
-            .execute(request.data(principal))
+            .execute(request.data(principal).data(db.clone()))
             .instrument(span)
             .await;
         // A request error stops the request before execution: every field error carries the
@@ -119,7 +140,8 @@ impl Executor {
             }
         }
         if !executed {
-            return Answer::RequestError(response.errors);
+            // Nothing ran, so nothing changed: no consistency token.
+            return (Answer::RequestError(response.errors), None);
         }
         if let Some(document) = &document {
             nulls::propagate(
@@ -129,7 +151,7 @@ impl Executor {
                 &self.types,
             );
         }
-        Answer::Executed(response)
+        (Answer::Executed(response), db.consistency_token())
     }
 }
 
@@ -188,9 +210,10 @@ fn operation_span(document: Option<&ExecutableDocument>, wanted: Option<&str>) -
     }
 }
 
-/// `POST /graphql`: the request as async-graphql-warp read it, run as `principal`.
+/// `POST /graphql`: the request read from the body, run as `principal`.
 pub async fn handle(
     principal: Principal,
+    after: Option<u64>,
     (_, request): (OrderSchema, async_graphql::Request),
     state: AppState,
 ) -> Result<Response, Rejection> {
@@ -201,12 +224,18 @@ pub async fn handle(
         )])
         .into());
     }
-    match state.graphql.execute(request, principal).await {
-        Answer::Executed(response) => Ok(GraphQLResponse::from(response).into_response()),
+    let (answer, token) = state
+        .graphql
+        .execute(request, principal, &state.db, after)
+        .await;
+    let mut response = match answer {
+        Answer::Executed(response) => GraphQLResponse::from(response).into_response(),
         Answer::RequestError(errors) => {
-            Ok(warp::reply::json(&RequestErrors { errors }).into_response())
+            warp::reply::json(&RequestErrors { errors }).into_response()
         }
-    }
+    };
+    crate::handlers::with_consistency_token(&mut response, token);
+    Ok(response)
 }
 
 /// The one rendering of [`ApiError`] as a GraphQL error (classification, validation map).

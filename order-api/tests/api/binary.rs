@@ -71,6 +71,26 @@ fn refuses_to_start_without_a_key_source_or_with_bad_values() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("order-api: "), "{stderr}");
+
+    // A read URL that can never work: one line naming it, before any connection is tried.
+    let out = clean_command()
+        .args([
+            "--auth-disabled",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/nothing",
+            "--read-database-url",
+            "postgres://nobody@127.0.0.1:1/nothing?sslmode=sometimes",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("order-api: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("cannot use the read database"), "{line}");
+    assert!(line.contains("sslmode"), "{line}");
 }
 
 #[tokio::test]

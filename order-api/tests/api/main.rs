@@ -8,6 +8,8 @@ mod compat;
 mod graphql;
 mod graphql_requests;
 mod outage;
+mod replica;
+mod replica_client;
 mod rest;
 mod traces;
 mod traces_tls;

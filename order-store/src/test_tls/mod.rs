@@ -257,28 +257,39 @@ impl TlsPostgres {
         url
     }
 
+    /// The directory of its Unix socket, certificate and key.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Runs SQL with `psql` over the Unix socket (no TLS involved).
     pub fn psql(&self, database: &str, sql: &str) -> String {
-        run(Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-t",
-                "-A",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                "postgres",
-            ])
-            .arg("-h")
-            .arg(self.dir.path())
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-d")
-            .arg(database)
-            .arg("-c")
-            .arg(sql))
+        psql(self.dir.path(), self.port, database, sql)
     }
+}
+
+/// Runs SQL with `psql` as `postgres` over the Unix socket in `socket_dir`; the output rows
+/// unaligned, without headers.
+fn psql(socket_dir: &Path, port: u16, database: &str, sql: &str) -> String {
+    run(Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+        ])
+        .arg("-h")
+        .arg(socket_dir)
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-d")
+        .arg(database)
+        .arg("-c")
+        .arg(sql))
 }
 
 impl Drop for TlsPostgres {
@@ -384,7 +395,9 @@ impl Drop for TlsRedis {
 }
 
 mod pgbouncer;
+mod replica;
 pub use pgbouncer::PgBouncer;
+pub use replica::StreamingReplica;
 
 /// The refusal of a binary that must not start: asserts a non-zero exit and exactly one line
 /// `"{binary}: …"` on stderr, and returns that line.

@@ -18,11 +18,6 @@ impl PgBouncer {
     /// PgBouncer in front of `database` on the test server, `pool_mode` as given
     /// (`transaction`), with `server_pool_size` server connections at most.
     pub fn start(database: &str, pool_mode: &str, server_pool_size: u32) -> Self {
-        assert!(
-            Path::new(Self::BINARY).exists(),
-            "{} is missing: install Debian's pgbouncer package (bash .ci/test does)",
-            Self::BINARY
-        );
         let admin = crate::test_db::admin_url();
         let authority = admin
             .split("://")
@@ -34,6 +29,31 @@ impl PgBouncer {
         let user = authority.split_once('@').map_or("postgres", |(user, _)| {
             user.split(':').next().unwrap_or("postgres")
         });
+        Self::start_for(
+            host,
+            server_port,
+            user,
+            database,
+            pool_mode,
+            server_pool_size,
+        )
+    }
+
+    /// PgBouncer in front of `database` on the server at `host`:`server_port` (a test's
+    /// private server, say), connecting as `user` without a password.
+    pub fn start_for(
+        host: &str,
+        server_port: &str,
+        user: &str,
+        database: &str,
+        pool_mode: &str,
+        server_pool_size: u32,
+    ) -> Self {
+        assert!(
+            Path::new(Self::BINARY).exists(),
+            "{} is missing: install Debian's pgbouncer package (bash .ci/test does)",
+            Self::BINARY
+        );
         let dir = TempDir::new("order-pgbouncer");
         let d = dir.path();
         let port = spare_port();
