@@ -12,7 +12,9 @@
 #
 # Environment:
 #   CLUSTER_TLS_CERT, CLUSTER_TLS_KEY, CLUSTER_TLS_CA  nodes speak TLS only (clients, replication
-#       and the cluster bus); clients use rediss:// and must trust CLUSTER_TLS_CA.
+#       and the cluster bus); clients use rediss:// and must trust CLUSTER_TLS_CA. The nodes
+#       also present CLUSTER_TLS_CERT to each other as a client certificate on the bus (which
+#       always asks for one), so it needs both serverAuth and clientAuth extended key usages.
 #   CLUSTER_ANNOUNCE_HOSTNAME  nodes announce this host name instead of their IP address in
 #       CLUSTER SLOTS/SHARDS and redirections (cluster-preferred-endpoint-type hostname). With
 #       TLS, clients check each node's certificate against what it announces: the certificates
@@ -98,7 +100,8 @@ done
 
 nodes=()
 for port in "${ports[@]}"; do nodes+=("127.0.0.1:$port"); done
-"${cli[@]}" --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 || {
+timeout 60 "${cli[@]}" --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 || {
+  echo "redis-cluster.sh: redis-cli --cluster create failed (logs in $dir/*/redis.log):" >&2
   cat "$dir/create.log" >&2
   exit 1
 }

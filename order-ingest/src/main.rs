@@ -158,8 +158,8 @@ async fn check_redis(stream: &mut StreamArgs) -> anyhow::Result<RedisClient> {
         }
     })?;
     tracing::info!(
-        mode = mode.as_str(),
-        requested = client.requested().as_str(),
+        mode = %mode.as_str(),
+        requested = %client.requested().as_str(),
         "redis mode"
     );
     stream.redis_mode = mode;

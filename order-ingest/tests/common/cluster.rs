@@ -34,6 +34,35 @@ fn cluster_ports() -> [u16; 6] {
     ports
 }
 
+/// A certificate for `localhost` signed by `pki`'s CA, usable by a node both as a server and
+/// as a client: nodes present it to each other on the cluster bus, which asks for one.
+fn node_certificate(pki: &Pki) -> (PathBuf, PathBuf) {
+    let d = pki.dir();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    openssl(&[
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        "node.key", "-out", "node.csr", "-subj", "/CN=localhost",
+    ]);
+    std::fs::write(
+        d.join("node.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "node.pem", "-days", "2", "-extfile", "node.ext",
+    ]);
+    (d.join("node.pem"), d.join("node.key"))
+}
+
 pub struct RedisCluster {
     dir: PathBuf,
     pub ports: [u16; 6],
@@ -46,12 +75,13 @@ impl RedisCluster {
         Self::launch(None, &[])
     }
 
-    /// Nodes that speak only TLS, with `pki`'s server certificate (issued for `localhost`),
+    /// Nodes that speak only TLS, with a certificate from `pki`'s CA for `localhost` only,
     /// announcing `hostname` instead of their IP address.
     pub fn start_tls(pki: &Pki, hostname: &str) -> Self {
+        let (cert, key) = node_certificate(pki);
         let env = [
-            ("CLUSTER_TLS_CERT", pki.server_cert()),
-            ("CLUSTER_TLS_KEY", pki.server_key()),
+            ("CLUSTER_TLS_CERT", cert),
+            ("CLUSTER_TLS_KEY", key),
             ("CLUSTER_TLS_CA", pki.ca()),
             ("CLUSTER_ANNOUNCE_HOSTNAME", PathBuf::from(hostname)),
         ];
