@@ -184,9 +184,7 @@ impl RedisClient {
             };
             match tokio::time::timeout(deadline, work).await {
                 Ok(Ok(info)) => {
-                    let cluster = info
-                        .lines()
-                        .any(|l| l.trim() == "cluster_enabled:1");
+                    let cluster = info.lines().any(|l| l.trim() == "cluster_enabled:1");
                     return Ok(if cluster {
                         RedisMode::Cluster
                     } else {
@@ -209,12 +207,11 @@ impl RedisClient {
     /// A new connection whose every command is bounded by `deadline` (connecting, and each
     /// answer: on a cluster that includes its retries and redirections).
     pub async fn connect(&self, deadline: Duration) -> redis::RedisResult<Connection> {
-        let mode = match self.mode() {
-            Some(mode) => mode,
-            None => {
-                let found = self.ask_server(deadline).await?;
-                *self.resolved.get_or_init(|| found)
-            }
+        let mode = if let Some(mode) = self.mode() {
+            mode
+        } else {
+            let found = self.ask_server(deadline).await?;
+            *self.resolved.get_or_init(|| found)
         };
         if mode == RedisMode::Cluster {
             let infos = self.seeds.iter().map(|s| s.get_connection_info().clone());

@@ -9,8 +9,8 @@ pub use order_store::process::LogFormat;
 use order_store::DbArgs;
 use uuid::Uuid;
 
-pub use crate::client::RedisMode;
 use crate::client::RedisClient;
+pub use crate::client::RedisMode;
 use crate::retry::Timeouts;
 
 /// Consumes checkout's OrderCompleted events from a Redis stream into orderdb.

@@ -20,10 +20,20 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The stream's real name: each test has a cluster of its own. Slot 13665.
 const KEY: &str = "orders:completed";
 
-fn spawn(mut cmd: Command, name: &str) -> Child {
+/// A running binary, killed when dropped (so a failing test leaves no worker behind).
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(mut cmd: Command, name: &str) -> Worker {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap()
+    Worker(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap())
 }
 
 fn log_of(name: &str) -> String {
@@ -65,21 +75,25 @@ fn worker(db_url: &str, stream: &TestStream, url: &str, name: &str, port: u16) -
     cmd
 }
 
-fn alive(children: &mut [Child]) {
-    for child in children {
-        assert!(child.try_wait().unwrap().is_none(), "a worker exited");
+fn alive(workers: &mut [Worker]) {
+    for worker in workers {
+        assert!(worker.0.try_wait().unwrap().is_none(), "a worker exited");
     }
 }
 
-async fn stop(children: Vec<Child>) {
-    for mut child in children {
+async fn stop(workers: Vec<Worker>) {
+    for mut worker in workers {
         let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &worker.0.id().to_string()])
             .status();
-        let status = tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = worker.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(started.elapsed() < WAIT, "no exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(status.code(), Some(0), "clean exit after SIGTERM");
     }
 }
@@ -109,14 +123,30 @@ fn publish_mix(stream: &TestStream, n: usize) -> usize {
             .unwrap();
         if i % 600 == 0 {
             let _: String = conn
-                .xadd(KEY, "*", &[("eventId", "poison"), ("eventType", ORDER_TYPE), ("payload", "{not json")])
+                .xadd(
+                    KEY,
+                    "*",
+                    &[
+                        ("eventId", "poison"),
+                        ("eventType", ORDER_TYPE),
+                        ("payload", "{not json"),
+                    ],
+                )
                 .unwrap();
             poison += 1;
         }
         if i % 150 == 0 {
             let other = fixture("other-event-type.json");
             let _: String = conn
-                .xadd(KEY, "*", &[("eventId", "other"), ("eventType", "x"), ("payload", other.as_str())])
+                .xadd(
+                    KEY,
+                    "*",
+                    &[
+                        ("eventId", "other"),
+                        ("eventType", "x"),
+                        ("payload", other.as_str()),
+                    ],
+                )
                 .unwrap();
         }
     }
@@ -130,10 +160,15 @@ async fn two_workers_seeded_with_another_master_store_every_order_of_the_stream(
     let url = cluster.url(cluster.other_master(KEY));
     let stream = TestStream::on_cluster(&url, KEY);
     let ports = [free_port(), free_port()];
-    let mut workers: Vec<Child> = ["pod-a", "pod-b"]
+    let mut workers: Vec<Worker> = ["pod-a", "pod-b"]
         .iter()
         .zip(ports)
-        .map(|(name, port)| spawn(worker(db.url(), &stream, &url, name, port), &format!("cluster-{name}")))
+        .map(|(name, port)| {
+            spawn(
+                worker(db.url(), &stream, &url, name, port),
+                &format!("cluster-{name}"),
+            )
+        })
         .collect();
     wait_until(WAIT, "the group", || async { !stream.groups().is_empty() }).await;
     let poison = publish_mix(&stream, 3000);
@@ -144,11 +179,17 @@ async fn two_workers_seeded_with_another_master_store_every_order_of_the_stream(
     })
     .await;
     assert_eq!(stream.dead_letters().len(), poison, "poison in the DLQ");
-    assert!(stream.dead_letters().iter().all(|d| d["errorClass"] == "invalid_json"));
+    assert!(stream
+        .dead_letters()
+        .iter()
+        .all(|d| d["errorClass"] == "invalid_json"));
     alive(&mut workers);
     wait_until(WAIT, "ready", || ready(ports[0])).await;
     let (_, metrics) = http_get(ports[1], "/metrics").await.unwrap();
-    assert!(metrics.contains("order_ingest_group_pending 0"), "{metrics}");
+    assert!(
+        metrics.contains("order_ingest_group_pending 0"),
+        "{metrics}"
+    );
     assert!(metrics.contains("order_ingest_redis_up 1"), "{metrics}");
     stop(workers).await;
     let log = log_of("cluster-pod-a");
@@ -173,9 +214,14 @@ async fn dead_letters_redrive_replay_samples_and_modes_on_a_cluster() {
     let mut forced = binary(&["dlq", "list"]);
     forced.env("REDIS_MODE", "standalone");
     let line = refusal("order-ingest", &run(forced).await);
-    assert!(line.contains("contradicts") && line.contains("cluster node"), "{line}");
+    assert!(
+        line.contains("contradicts") && line.contains("cluster node"),
+        "{line}"
+    );
     let mut forced = binary(&["dlq", "list"]);
-    forced.env("REDIS_MODE", "cluster").env("REDIS_URL", redis_url());
+    forced
+        .env("REDIS_MODE", "cluster")
+        .env("REDIS_URL", redis_url());
     let line = refusal("order-ingest", &run(forced).await);
     assert!(line.contains("not in cluster mode"), "{line}");
 
@@ -198,7 +244,11 @@ async fn dead_letters_redrive_replay_samples_and_modes_on_a_cluster() {
         )
         .unwrap();
     let listed = run(binary(&["dlq", "list"])).await;
-    assert!(text(&listed).contains(&letter) && text(&listed).contains("1 dead letter(s)"), "{}", text(&listed));
+    assert!(
+        text(&listed).contains(&letter) && text(&listed).contains("1 dead letter(s)"),
+        "{}",
+        text(&listed)
+    );
 
     let mut args = StreamArgs::new(&url, KEY, "c1");
     args.block_ms = 200;
@@ -222,14 +272,22 @@ async fn dead_letters_redrive_replay_samples_and_modes_on_a_cluster() {
 
     // --replay restores deleted orders.
     let deleted = std::process::Command::new("psql")
-        .args([db.url(), "-qtAc", "DELETE FROM orders WHERE id IN (SELECT id FROM orders LIMIT 10)"])
+        .args([
+            db.url(),
+            "-qtAc",
+            "DELETE FROM orders WHERE id IN (SELECT id FROM orders LIMIT 10)",
+        ])
         .output()
         .unwrap();
     assert!(deleted.status.success(), "{deleted:?}");
     assert_eq!(row_count(&pool).await, 51);
     let replayed = run(binary(&["--replay"])).await;
     assert_eq!(replayed.status.code(), Some(0), "{}", text(&replayed));
-    assert!(text(&replayed).contains("inserted=10 already_present=51"), "{}", text(&replayed));
+    assert!(
+        text(&replayed).contains("inserted=10 already_present=51"),
+        "{}",
+        text(&replayed)
+    );
     assert_eq!(row_count(&pool).await, 61);
 
     // What the outbox relay does: pipelined XADDs (MAXLEN ~) to one key through RedisConn,
@@ -265,7 +323,7 @@ async fn the_streams_master_killed_mid_drain_loses_nothing_and_no_worker_exits()
     // Redis replicates asynchronously: what the master did not pass on, Redis never kept.
     cluster.replicated(KEY);
     let ports = [free_port(), free_port()];
-    let mut workers: Vec<Child> = ["pod-a", "pod-b"]
+    let mut workers: Vec<Worker> = ["pod-a", "pod-b"]
         .iter()
         .zip(ports)
         .map(|(name, port)| {
@@ -286,9 +344,11 @@ async fn the_streams_master_killed_mid_drain_loses_nothing_and_no_worker_exits()
     // Workers follow the new topology within seconds of the promotion.
     let at_promotion = row_count(&pool).await;
     let followed = Instant::now();
-    wait_until(Duration::from_secs(15), "orders stored after the promotion", || async {
-        row_count(&pool).await > at_promotion || at_promotion == 5000
-    })
+    wait_until(
+        Duration::from_secs(15),
+        "orders stored after the promotion",
+        || async { row_count(&pool).await > at_promotion || at_promotion == 5000 },
+    )
     .await;
     let resumed = followed.elapsed();
 

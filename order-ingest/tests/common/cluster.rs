@@ -47,8 +47,18 @@ fn node_certificate(pki: &Pki) -> (PathBuf, PathBuf) {
         assert!(out.status.success(), "openssl {args:?}: {out:?}");
     };
     openssl(&[
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-        "node.key", "-out", "node.csr", "-subj", "/CN=localhost",
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "node.key",
+        "-out",
+        "node.csr",
+        "-subj",
+        "/CN=localhost",
     ]);
     std::fs::write(
         d.join("node.ext"),
@@ -57,8 +67,21 @@ fn node_certificate(pki: &Pki) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     openssl(&[
-        "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "node.pem", "-days", "2", "-extfile", "node.ext",
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "node.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "node.ext",
     ]);
     (d.join("node.pem"), d.join("node.key"))
 }
@@ -142,7 +165,12 @@ impl RedisCluster {
     fn slot_of(&self, key: &str) -> u16 {
         self.ports
             .iter()
-            .find_map(|&p| self.cli(p, &["cluster", "keyslot", key]).trim().parse().ok())
+            .find_map(|&p| {
+                self.cli(p, &["cluster", "keyslot", key])
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .expect("a node answers CLUSTER KEYSLOT")
     }
 
@@ -166,7 +194,12 @@ impl RedisCluster {
                     let high: u16 = ends.next().and_then(|s| s.parse().ok()).unwrap_or(low);
                     (low..=high).contains(&slot)
                 });
-                let port = fields.get(1)?.split(['@', ',']).next()?.rsplit(':').next()?;
+                let port = fields
+                    .get(1)?
+                    .split(['@', ','])
+                    .next()?
+                    .rsplit(':')
+                    .next()?;
                 serves.then(|| port.parse().ok()).flatten()
             })
         })
@@ -237,17 +270,17 @@ impl Drop for RedisCluster {
 /// key by redis-rs's cluster client).
 pub enum TestConn {
     Single(redis::Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 impl TestConn {
     pub fn cluster(url: &str) -> Self {
-        TestConn::Cluster(
+        TestConn::Cluster(Box::new(
             redis::cluster::ClusterClient::new(vec![url])
                 .unwrap()
                 .get_connection()
                 .unwrap(),
-        )
+        ))
     }
 }
 
