@@ -90,6 +90,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Backfill(args)) => return run_backfill(args).await,
         Some(Command::PublishSample(args)) => {
             let client = check_redis(&mut cli.stream).await?;
+            log_mode(&client);
             let started = std::time::Instant::now();
             let published = sample::publish(client, &cli.stream.stream_key, args).await?;
             println!(
@@ -109,7 +110,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Dlq(command)) => {
-            check_redis(&mut cli.stream).await?;
+            log_mode(&check_redis(&mut cli.stream).await?);
             return run_dlq(&cli.stream, command).await;
         }
         None => {}
@@ -122,8 +123,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
                 redact(&cli.db.database_url)
             )
         })?;
-    check_redis(&mut cli.stream).await?;
+    let redis = check_redis(&mut cli.stream).await?;
     if cli.replay {
+        log_mode(&redis);
         let result = replay::replay(&pool, &cli.stream, &cli.from, cli.to.as_ref()).await;
         return Ok(match result {
             Ok(summary) => {
@@ -141,12 +143,13 @@ async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    consume(cli, pool).await
+    consume(cli, pool, &redis).await
 }
 
 /// Start-up check: Redis must answer before the service says it started, and be what
-/// `--redis-mode` says it is (one server or a cluster node). Logs the mode in use once and
-/// fixes it in `stream` (so `auto` is not asked again by every connection). On a cluster the
+/// `--redis-mode` says it is (one server or a cluster node). Fixes the mode in use in `stream`
+/// (so `auto` is not asked again by every connection); [`log_mode`] says which, once start-up
+/// is over (a start-up failure stays one line on stderr). On a cluster the
 /// `PING` goes to every master, over TLS checked against the names the nodes announce.
 async fn check_redis(stream: &mut StreamArgs) -> anyhow::Result<RedisClient> {
     let url = redact(&stream.redis_url);
@@ -157,17 +160,22 @@ async fn check_redis(stream: &mut StreamArgs) -> anyhow::Result<RedisClient> {
             anyhow::anyhow!("{contradiction} (at {url})")
         }
     })?;
-    tracing::info!(
-        mode = %mode.as_str(),
-        requested = %client.requested().as_str(),
-        "redis mode"
-    );
     stream.redis_mode = mode;
     let mut conn = RedisConn::new(client.clone(), REDIS_COMMAND);
     conn.query::<redis::Value>(&redis::cmd("PING"))
         .await
         .with_context(|| format!("cannot reach Redis at {url}"))?;
     Ok(client)
+}
+
+/// The one log line naming the Redis mode in use, and whether it was asked for or found out.
+fn log_mode(client: &RedisClient) {
+    let mode = client.mode().unwrap_or(client.requested());
+    tracing::info!(
+        mode = %mode.as_str(),
+        requested = %client.requested().as_str(),
+        "redis mode"
+    );
 }
 
 /// The URL without its password, for messages.
@@ -180,7 +188,11 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn consume(cli: Cli, pool: order_store::Pool) -> anyhow::Result<ExitCode> {
+async fn consume(
+    cli: Cli,
+    pool: order_store::Pool,
+    redis: &RedisClient,
+) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let probe = Arc::new(Probe {
@@ -210,6 +222,7 @@ async fn consume(cli: Cli, pool: order_store::Pool) -> anyhow::Result<ExitCode> 
     })?;
     let server = tokio::spawn(server);
     tracing::info!(%addr, "health and metrics server listening");
+    log_mode(redis);
 
     tokio::spawn(async move {
         process::shutdown_signal().await;

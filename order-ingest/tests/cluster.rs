@@ -339,8 +339,29 @@ async fn the_streams_master_killed_mid_drain_loses_nothing_and_no_worker_exits()
     assert!(row_count(&pool).await < 5000, "killed mid-drain");
     cluster.kill(owner);
     let killed = Instant::now();
-    let promoted = cluster.wait_for_new_master(KEY, owner, WAIT);
+    // Readiness while no master serves the stream's slot.
+    let (done, mut seen) = (
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        Vec::new(),
+    );
+    let watcher = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let status = http_get(ports[0], "/health/ready").await.map(|r| r.0);
+                seen.push(status);
+            }
+            seen
+        })
+    };
+    let promoted = tokio::task::block_in_place(|| cluster.wait_for_new_master(KEY, owner, WAIT));
     let promotion = killed.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watcher.await.unwrap();
+    assert!(
+        seen.contains(&Some(503)),
+        "not ready while no master serves the slot: {seen:?}"
+    );
     // Workers follow the new topology within seconds of the promotion.
     let at_promotion = row_count(&pool).await;
     let followed = Instant::now();
