@@ -8,7 +8,7 @@
 //! (`--redis-mode`), explicit timeouts (the cluster client's default response timeout would
 //! cut a blocking read short), and routing by key where a command names none (`CLIENT ID`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -49,6 +49,12 @@ pub struct RedisClient {
     requested: RedisMode,
     /// `Standalone` or `Cluster`, once known.
     resolved: Arc<OnceLock<RedisMode>>,
+    /// The cluster's nodes as its slot map named them last (`CLUSTER SLOTS`), tried after the
+    /// seeds when a connection is rebuilt: a seed that died (the master a failover replaced)
+    /// must not leave ingest without a way back into the cluster. Shared by every client of
+    /// the same `REDIS_URL` in the process ([`learned_nodes`]), so that a connection opened for
+    /// the first time after a failover (the health probe's) knows them too.
+    learned: Arc<Mutex<Vec<redis::ConnectionInfo>>>,
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -65,17 +71,16 @@ impl std::fmt::Debug for RedisClient {
 /// first use and talked to as a cluster.
 impl From<redis::Client> for RedisClient {
     fn from(client: redis::Client) -> Self {
-        let roots = matches!(
-            client.get_connection_info().addr(),
-            redis::ConnectionAddr::TcpTls { .. }
-        )
-        .then(|| crate::tls::roots_pem().ok().map(Arc::new))
-        .flatten();
+        let addr = client.get_connection_info().addr().clone();
+        let roots = matches!(&addr, redis::ConnectionAddr::TcpTls { .. })
+            .then(|| crate::tls::roots_pem().ok().map(Arc::new))
+            .flatten();
         Self {
             seeds: Arc::new(vec![client]),
             roots,
             requested: RedisMode::Auto,
             resolved: Arc::new(OnceLock::new()),
+            learned: learned_nodes(&format!("{addr:?}")),
         }
     }
 }
@@ -126,6 +131,7 @@ impl RedisClient {
             roots,
             requested: mode,
             resolved,
+            learned: learned_nodes(url),
         })
     }
 
@@ -214,7 +220,18 @@ impl RedisClient {
             *self.resolved.get_or_init(|| found)
         };
         if mode == RedisMode::Cluster {
-            let infos = self.seeds.iter().map(|s| s.get_connection_info().clone());
+            let mut infos: Vec<redis::ConnectionInfo> = self
+                .seeds
+                .iter()
+                .map(|s| s.get_connection_info().clone())
+                .collect();
+            infos.extend(
+                self.learned
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .cloned(),
+            );
             let mut builder = ClusterClientBuilder::new(infos)
                 .connection_timeout(deadline)
                 .response_timeout(deadline)
@@ -225,7 +242,8 @@ impl RedisClient {
                     root_cert: Some(roots.to_vec()),
                 });
             }
-            let conn = builder.build()?.get_async_connection().await?;
+            let mut conn = builder.build()?.get_async_connection().await?;
+            self.learn_nodes(&mut conn).await;
             return Ok(Connection::Cluster(conn));
         }
         let seed = &self.seeds[0];
@@ -234,6 +252,80 @@ impl RedisClient {
                 .await?,
         ))
     }
+}
+
+impl RedisClient {
+    /// Remembers the nodes of the cluster's slot map (masters and replicas) as further seeds,
+    /// with the first seed's scheme, credentials and TLS settings. Best effort.
+    async fn learn_nodes(&self, conn: &mut ClusterConnection) {
+        let Ok(Value::Array(ranges)) = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await
+        else {
+            return;
+        };
+        let template = self.seeds[0].get_connection_info();
+        let mut nodes: Vec<redis::ConnectionInfo> = Vec::new();
+        // Each range: [start, end, [host, port, id, ...] (master), [host, port, ...] (replicas)...].
+        for range in &ranges {
+            let Value::Array(fields) = range else {
+                continue;
+            };
+            for node in fields.iter().skip(2) {
+                let Value::Array(node) = node else { continue };
+                let (Some(host), Some(Value::Int(port))) = (node.first(), node.get(1)) else {
+                    continue;
+                };
+                let Ok(host) = redis::from_redis_value_ref::<String>(host) else {
+                    continue;
+                };
+                let Ok(port) = u16::try_from(*port) else {
+                    continue;
+                };
+                // An empty or `?` host: the node does not know its own address.
+                if host.is_empty() || host == "?" {
+                    continue;
+                }
+                let addr = match template.addr() {
+                    redis::ConnectionAddr::TcpTls {
+                        insecure,
+                        tls_params,
+                        ..
+                    } => redis::ConnectionAddr::TcpTls {
+                        host,
+                        port,
+                        insecure: *insecure,
+                        tls_params: tls_params.clone(),
+                    },
+                    _ => redis::ConnectionAddr::Tcp(host, port),
+                };
+                let info = template.clone().set_addr(addr);
+                if !nodes.iter().any(|n| n.addr() == info.addr()) {
+                    nodes.push(info);
+                }
+            }
+        }
+        if !nodes.is_empty() {
+            *self.learned.lock().unwrap_or_else(PoisonError::into_inner) = nodes;
+        }
+    }
+}
+
+/// The learnt nodes of the cluster that `url` names, one list per URL in the process.
+fn learned_nodes(url: &str) -> Arc<Mutex<Vec<redis::ConnectionInfo>>> {
+    type Registry =
+        Mutex<std::collections::HashMap<String, Arc<Mutex<Vec<redis::ConnectionInfo>>>>>;
+    static LEARNED: OnceLock<Registry> = OnceLock::new();
+    LEARNED
+        .get_or_init(Registry::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(url.to_owned())
+        .or_default()
+        .clone()
 }
 
 fn invalid(message: &'static str) -> redis::RedisError {

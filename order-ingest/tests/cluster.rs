@@ -323,11 +323,15 @@ async fn the_streams_master_killed_mid_drain_loses_nothing_and_no_worker_exits()
     // Redis replicates asynchronously: what the master did not pass on, Redis never kept.
     cluster.replicated(KEY);
     let ports = [free_port(), free_port()];
+    // pod-b names only the master about to die: it finds its way back through the nodes it
+    // learnt from the cluster's slot map.
+    let seeds = [url.clone(), cluster.url(owner)];
     let mut workers: Vec<Worker> = ["pod-a", "pod-b"]
         .iter()
         .zip(ports)
-        .map(|(name, port)| {
-            let mut cmd = worker(db.url(), &stream, &url, name, port);
+        .zip(&seeds)
+        .map(|((name, port), seed)| {
+            let mut cmd = worker(db.url(), &stream, seed, name, port);
             cmd.env("ORDER_BATCH_SIZE", "10");
             spawn(cmd, &format!("failover-{name}"))
         })
@@ -383,6 +387,11 @@ async fn the_streams_master_killed_mid_drain_loses_nothing_and_no_worker_exits()
     alive(&mut workers);
     wait_until(Duration::from_secs(10), "ready again", || ready(ports[0])).await;
     wait_until(Duration::from_secs(10), "ready again", || ready(ports[1])).await;
+    let (_, metrics) = http_get(ports[1], "/metrics").await.unwrap();
+    assert!(
+        !metrics.contains("order_ingest_events_inserted_total 0\n"),
+        "pod-b stored orders"
+    );
     eprintln!("promoted {promoted} after {promotion:?}; orders stored again {resumed:?} later");
     stop(workers).await;
 }
