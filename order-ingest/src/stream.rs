@@ -101,9 +101,9 @@ impl RedisConn {
         if let Some(conn) = &self.conn {
             return Ok(conn.clone());
         }
-        // The client's response timeout is the deadline (redis-rs's defaults, 500 ms on one
-        // server and 1 s on a cluster, would cut a BLOCK short); the tokio timeout below is the
-        // hard stop behind it.
+        // The client's response timeout is the deadline (redis-rs's default, 500 ms on one
+        // server, would cut a BLOCK short, and a cluster's must be set explicitly too); the
+        // tokio timeout below is the hard stop behind it.
         let mut conn = tokio::time::timeout(self.deadline, self.client.connect(self.deadline))
             .await
             .map_err(|_| RedisFailure::Deadline(self.deadline))??;
