@@ -5,6 +5,7 @@
 # listens on its port + 10000, so that port must be free too.
 #
 #   bash deploy/local/redis-cluster.sh start DIR [PORT ...]   # default ports 7000..7005
+#   bash deploy/local/redis-cluster.sh restart DIR PORT       # start a node killed earlier again
 #   bash deploy/local/redis-cluster.sh stop DIR               # SIGKILL every node, remove DIR
 #
 # Then, for example:
@@ -31,6 +32,7 @@ fi
 shift 2
 
 case "$command" in
+start | restart) ;;
 stop)
   for pidfile in "$dir"/*/redis.pid; do
     [ -f "$pidfile" ] || continue
@@ -39,16 +41,15 @@ stop)
   rm -rf "$dir"
   exit 0
   ;;
-start) ;;
 *)
-  echo "redis-cluster.sh: unknown command $command (start or stop)" >&2
+  echo "redis-cluster.sh: unknown command $command (start, restart or stop)" >&2
   exit 2
   ;;
 esac
 
 ports=("$@")
 [ "${#ports[@]}" -eq 0 ] && ports=(7000 7001 7002 7003 7004 7005)
-if [ "${#ports[@]}" -ne 6 ]; then
+if [ "$command" = start ] && [ "${#ports[@]}" -ne 6 ]; then
   echo "redis-cluster.sh: 6 ports are needed (3 masters, 3 replicas), got ${#ports[@]}" >&2
   exit 2
 fi
@@ -67,9 +68,8 @@ if [ -n "${CLUSTER_ANNOUNCE_HOSTNAME:-}" ]; then
     --cluster-preferred-endpoint-type hostname)
 fi
 
-mkdir -p "$dir"
-for port in "${ports[@]}"; do
-  node="$dir/$port"
+start_node() { # port: the node keeps its identity and data in DIR/<port> across restarts
+  local port="$1" node="$dir/$1" listen
   mkdir -p "$node"
   if [ -n "${CLUSTER_TLS_CERT:-}" ]; then
     listen=(--port 0 --tls-port "$port")
@@ -81,7 +81,7 @@ for port in "${ports[@]}"; do
     --cluster-node-timeout "${CLUSTER_NODE_TIMEOUT_MS:-2000}" \
     --appendonly yes --save "" --dir "$node" \
     --daemonize yes --pidfile "$node/redis.pid" --logfile "$node/redis.log"
-done
+}
 
 wait_for() { # what, seconds, command...
   local what="$1" limit="$2"
@@ -94,6 +94,17 @@ wait_for() { # what, seconds, command...
   exit 1
 }
 
+if [ "$command" = restart ]; then
+  for port in "${ports[@]}"; do
+    [ -f "$dir/$port/nodes.conf" ] || { echo "redis-cluster.sh: no node $port in $dir" >&2; exit 2; }
+    start_node "$port"
+    wait_for "node $port" 10 "${cli[@]}" -p "$port" ping
+  done
+  exit 0
+fi
+
+mkdir -p "$dir"
+for port in "${ports[@]}"; do start_node "$port"; done
 for port in "${ports[@]}"; do
   wait_for "node $port" 10 "${cli[@]}" -p "$port" ping
 done
