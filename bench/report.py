@@ -528,6 +528,55 @@ def profile_section(name, title, process):
     return {"buckets": buckets, "children": children}
 
 
+# ---------------------------------------------------------------------------------- outbox
+ob_api = load("outbox_api_patch")
+ob_upd = load("outbox_pgbench_update")
+ob_upd_ob = load("outbox_pgbench_update_outbox")
+ob_relay = load("outbox_relay")
+ob_xadd = load("outbox_xadd")
+w("## 4. Outbox: changes and their events")
+w("")
+if any((ob_api, ob_upd, ob_upd_ob, ob_relay, ob_xadd)):
+    w(f"Same seeded orders as the API phase, in a fresh database. `PATCH /orders/{{id}}/fulfillment` (a random "
+      "id, one of nine pickup locations) through order-api commits the update and its outbox row in one "
+      "transaction; no relay runs meanwhile, so the outbox grows as it would with Redis down. pgbench runs the "
+      "statement order-api sends for that update alone (`bench/pgbench_update.sql`) and with its outbox insert "
+      f"in one transaction (`bench/pgbench_update_outbox.sql`), {facts.get('connections')} clients, prepared.")
+    w("")
+    w("| workload | req/s | p50 | p99 | p99.9 | ratio |")
+    w("|---|---|---|---|---|---|")
+    for label, d, rr in (
+            ("`PATCH /orders/{id}/fulfillment` (order-api, with the outbox)", ob_api,
+             f"{fmt_ratio(ratio(get(ob_api, 'rps'), get(ob_upd_ob, 'rps')))} of pgbench with the outbox"),
+            ("pgbench: the same UPDATE, without the outbox", ob_upd, ""),
+            ("pgbench: the same UPDATE and its outbox INSERT, one transaction", ob_upd_ob,
+             f"{fmt_ratio(ratio(get(ob_upd_ob, 'rps'), get(ob_upd, 'rps')))} of the UPDATE alone")):
+        if not d:
+            w(f"| {label} | n/a | | | | {rr} |")
+            continue
+        w(f"| {label} | {num(d.get('rps'))} | {ms(d.get('lat_p50_us'))} | {ms(d.get('lat_p99_us'))} | "
+          f"{ms(d.get('lat_p999_us'))} | {rr} |")
+    w("")
+    if ob_relay or ob_xadd:
+        w("Relay throughput: one outbox row per seeded order (`data` the order as JSON), published by one "
+          "order-ingest process from its start until the outbox is empty (500 rows a transaction: lock, read, "
+          "one pipeline of `XADD … MAXLEN ~`, delete by ids, commit), against redis-benchmark sending the first "
+          "published payload as pipelined `XADD`s, 500 a pipeline, on one connection.")
+        w("")
+        w("| workload | events | events/s | ratio |")
+        w("|---|---|---|---|")
+        if ob_relay:
+            w(f"| order-ingest relay (process start included; peak RSS {mib(ob_relay.get('hwm_kb'))}) | "
+              f"{num(ob_relay.get('events'))} | {num(ob_relay.get('events_per_s'))} | "
+              f"{fmt_ratio(ratio(get(ob_relay, 'events_per_s'), get(ob_xadd, 'events_per_s')))} of pipelined XADD |")
+        if ob_xadd:
+            w(f"| redis-benchmark: pipelined `XADD` of the same payload ({num(ob_xadd.get('payload_bytes'))} bytes) | "
+              f"{num(ob_xadd.get('events'))} | {num(ob_xadd.get('events_per_s'))} | ceiling |")
+        w("")
+else:
+    w("Not run (phase `outbox` not selected or failed).")
+    w("")
+
 w("## Profiles")
 w("")
 if facts.get("profile") == "1":

@@ -21,6 +21,13 @@
 #               and 4 connections; and one single-row INSERT per event in its own transaction
 #               (the existing service's pattern) at 1 and 2 connections.
 #   3. latency: events published at a fixed rate; publish-to-committed-row percentiles.
+#   4. outbox:  PATCH /orders/{id}/fulfillment through order-api (its change and its outbox row in
+#               one transaction) with wrk; side by side pgbench running the same UPDATE without
+#               the outbox (bench/pgbench_update.sql) and with it (bench/pgbench_update_outbox.sql).
+#               Then N outbox rows (the seeded orders as FULFILLMENT_UPDATED events) and the time
+#               order-ingest's relay takes to publish them all to a stream (events/s), against
+#               redis-benchmark sending the same payload as pipelined XADDs (500 a pipeline, one
+#               connection: the relay's batch size).
 # Peak RSS is VmHWM from /proc/<pid>/status, reset before and read after each phase. With
 # profiling on (the default), perf samples the API under each workload and the ingest while
 # draining; the summaries go into the report. Results and logs: target/bench-run/.
@@ -35,7 +42,7 @@
 #   --batch B             order-ingest --batch-size, and the ceilings'  [BENCH_BATCH=200]
 #   --stores S            store numbers the orders spread over          [BENCH_STORES=200]
 #   --existing-seconds S  time bound of the per-event pattern runs      [BENCH_EXISTING_SECONDS=15]
-#   --phases LIST         comma-separated subset of api,ingest,latency  [BENCH_PHASES=api,ingest,latency]
+#   --phases LIST         comma-separated subset of phases              [BENCH_PHASES=api,ingest,latency,outbox]
 #   --wait-idle S         wait up to S s after the build for the 1-min  [BENCH_WAIT_IDLE=120]
 #                         load average to fall to nproc/2 (shared machine; 0: don't wait)
 #   --no-profile          skip the perf profiles                        [BENCH_PROFILE=0]
@@ -63,7 +70,7 @@ LATENCY_SECONDS="${BENCH_LATENCY_SECONDS:-30}"
 BATCH="${BENCH_BATCH:-200}"
 STORES="${BENCH_STORES:-200}"
 EXISTING_SECONDS="${BENCH_EXISTING_SECONDS:-15}"
-PHASES="${BENCH_PHASES:-api,ingest,latency}"
+PHASES="${BENCH_PHASES:-api,ingest,latency,outbox}"
 PROFILE="${BENCH_PROFILE:-1}"
 WAIT_IDLE="${BENCH_WAIT_IDLE:-120}"
 INSTALL="${BENCH_INSTALL:-1}"
@@ -193,7 +200,7 @@ install_tools() {
 build() {
   if [ "$SKIP_BUILD" = 1 ]; then log "skipping the build"; else
     local packages=(-p order-bench -p order-api)
-    { has_phase ingest || has_phase latency; } && packages+=(-p order-ingest)
+    { has_phase ingest || has_phase latency || has_phase outbox; } && packages+=(-p order-ingest)
     log "cargo build --release ${packages[*]}"
     (cd "$ROOT" && cargo build --release --quiet "${packages[@]}")
   fi
@@ -568,13 +575,91 @@ latency_phase() {
   log "latency: $(cat "$OUT/latency.json")"
 }
 
+# --------------------------------------------------------------------------- outbox phase
+outbox_phase() {
+  log "outbox phase: fresh database $DB, order-api on $API_ADDR"
+  echo "# outbox" >> "$OUT/commands.txt"
+  fresh_database
+  "$BIN/order-api" --listen "$API_ADDR" --auth-disabled --migrate > "$OUT/order-api-outbox.log" 2>&1 &
+  local api=$!; PIDS+=("$api")
+  echo "order-api --listen $API_ADDR --auth-disabled --migrate   # DATABASE_URL=$DATABASE_URL, pool: default (10)" >> "$OUT/commands.txt"
+  wait_http "http://$API_ADDR/health/ready" 30 || die "order-api did not become ready (see $OUT/order-api-outbox.log)"
+  log "seeding $EVENTS orders over $STORES stores"
+  run_logged "$BIN/order-bench" seed --count "$EVENTS" --stores "$STORES" --ids-out "$OUT/ids.txt" | json_line > "$OUT/outbox_seed.json"
+  export IDS_FILE="$OUT/ids.txt"
+  local id; id=$(head -1 "$OUT/ids.txt")
+  curl -fsS -X PATCH -H 'Content-Type: application/json' -d '{"pickupLocation":"Dock 1"}' \
+    "http://$API_ADDR/orders/$id/fulfillment" | grep -q '"Dock 1"' || die "PATCH /orders/$id/fulfillment failed"
+  [ "$(psql -qAtc 'SELECT count(*) FROM order_outbox')" = 1 ] || die "the PATCH left no outbox row"
+
+  # No relay runs here: the outbox grows during the run, as it would with Redis down.
+  wrk_run outbox_api_patch "http://$API_ADDR" "$BENCH_DIR/wrk/fulfillment_patch.lua" "$api"
+  stop_pid "$api"; forget_pid "$api"
+  psql -qAtc "TRUNCATE order_outbox" >/dev/null
+  log "pgbench: the fulfillment UPDATE without the outbox, prepared, $CONNECTIONS clients"
+  pgbench_run outbox_pgbench_update pgbench_update.sql "orders=$EVENTS"
+  psql -qAtc "TRUNCATE order_outbox" >/dev/null
+  log "pgbench: the same UPDATE and its outbox INSERT in one transaction, prepared, $CONNECTIONS clients"
+  pgbench_run outbox_pgbench_update_outbox pgbench_update_outbox.sql "orders=$EVENTS"
+
+  # Relay throughput: every seeded order as one event, published by one order-ingest.
+  psql -qAtc "TRUNCATE order_outbox" >/dev/null
+  echo "INSERT INTO order_outbox ... one FULFILLMENT_UPDATED row per seeded order ($EVENTS)" >> "$OUT/commands.txt"
+  psql -qAtc "INSERT INTO order_outbox (event_id, order_id, event_time, data)
+    SELECT gen_random_uuid(), o.id, o.updated_at,
+      json_build_object('change', 'FULFILLMENT_UPDATED', 'previousStatus', o.status, 'order', row_to_json(o))::text
+    FROM orders o ORDER BY o.id" >/dev/null
+  psql -qAtc "VACUUM ANALYZE order_outbox" >/dev/null
+  local key="$PREFIX:updated" in_key="$PREFIX:relay-in" t0 t1 left i
+  KEYS+=("$key" "$in_key")
+  echo "ORDER_UPDATES_STREAM_KEY=$key order-ingest --stream-key $in_key --metrics-addr 127.0.0.1:$((PORT_BASE + 20))" >> "$OUT/commands.txt"
+  t0=$(now)
+  ORDER_UPDATES_STREAM_KEY="$key" "$BIN/order-ingest" --stream-key "$in_key" --consumer-name bench-relay \
+    --metrics-addr "127.0.0.1:$((PORT_BASE + 20))" > "$OUT/order-ingest-relay.log" 2>&1 &
+  local relay=$!; PIDS+=("$relay")
+  left=1
+  for i in $(seq 1 6000); do
+    left=$(psql -qAtc "SELECT count(*) FROM order_outbox")
+    [ "$left" = 0 ] && break
+    sleep 0.1
+  done
+  t1=$(now)
+  [ "$left" = 0 ] || die "the relay left $left rows after 600 s (see $OUT/order-ingest-relay.log)"
+  local hwm; hwm=$(hwm_kb "$relay")
+  stop_pid "$relay"; forget_pid "$relay"
+  local len; len=$(redis-cli -u "$REDIS_URL" XLEN "$key")
+  [ "$len" -ge "$EVENTS" ] || die "the updates stream has $len entries, expected $EVENTS"
+  awk -v n="$EVENTS" -v a="$t0" -v b="$t1" -v h="$hwm" \
+    'BEGIN {printf "{\"events\":%d,\"seconds\":%.3f,\"events_per_s\":%.1f,\"hwm_kb\":%d}\n", n, b - a, n / (b - a), h}' \
+    > "$OUT/outbox_relay.json"
+  log "outbox_relay (includes the process start): $(cat "$OUT/outbox_relay.json")"
+
+  # Ceiling: the same payload (the first event the relay published) as pipelined XADDs.
+  local payload host port
+  payload=$(redis-cli -u "$REDIS_URL" --raw XRANGE "$key" - + COUNT 1 | awk 'prev == "payload" {print; exit} {prev = $0}')
+  [ -n "$payload" ] || die "no payload to replay"
+  redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null
+  host=$(echo "$REDIS_URL" | sed -E 's#^redis://([^@/]*@)?([^:/]+).*#\2#')
+  port=$(echo "$REDIS_URL" | sed -E 's#^redis://([^@/]*@)?[^:/]+:([0-9]+).*#\2#')
+  [[ "$port" =~ ^[0-9]+$ ]] || port=6379
+  echo "redis-benchmark -h $host -p $port -c 1 -P 500 -n $EVENTS XADD $key MAXLEN ~ 1000000 '*' eventId 00000000-0000-0000-0000-000000000000 eventType org.example.order.OrderUpdated payload <the first event's payload, ${#payload} bytes>" >> "$OUT/commands.txt"
+  redis-benchmark -h "$host" -p "$port" -c 1 -P 500 -n "$EVENTS" -q \
+    XADD "$key" MAXLEN '~' 1000000 '*' eventId 00000000-0000-0000-0000-000000000000 eventType org.example.order.OrderUpdated payload "$payload" \
+    > "$OUT/outbox_xadd.txt" 2>&1
+  local xadd; xadd=$(tr '\r' '\n' < "$OUT/outbox_xadd.txt" | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+  [ -n "$xadd" ] || die "redis-benchmark gave no result (see $OUT/outbox_xadd.txt)"
+  printf '{"events":%s,"events_per_s":%s,"payload_bytes":%s}\n' "$EVENTS" "$xadd" "${#payload}" > "$OUT/outbox_xadd.json"
+  redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null
+  log "outbox_xadd: $(cat "$OUT/outbox_xadd.json")"
+}
+
 # ---------------------------------------------------------------------------------- main
 rm -rf "$OUT"; mkdir -p "$OUT"
 : > "$OUT/commands.txt"
 STARTED=$(now)
 install_tools
 build
-for b in order-bench order-api $({ has_phase ingest || has_phase latency; } && echo order-ingest); do
+for b in order-bench order-api $({ has_phase ingest || has_phase latency || has_phase outbox; } && echo order-ingest); do
   [ -x "$BIN/$b" ] || die "missing $BIN/$b"
 done
 psql -d postgres -qAtc 'SELECT 1' >/dev/null || die "PostgreSQL at $PGHOST:$PGPORT does not answer"
@@ -587,6 +672,7 @@ loadavg start
 if has_phase api; then api_phase; loadavg after_api; fi
 if has_phase ingest; then ingest_phase; loadavg after_ingest; fi
 if has_phase latency; then latency_phase; loadavg after_latency; fi
+if has_phase outbox; then outbox_phase; loadavg after_outbox; fi
 echo "total_seconds=$(awk -v a="$STARTED" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')" >> "$OUT/facts.env"
 mkdir -p "$(dirname "$OUTPUT")"
 python3 "$BENCH_DIR/report.py" "$OUT" > "$OUTPUT.tmp"

@@ -32,7 +32,7 @@ SCENARIOS = {
     "db-outage": "(e) database unreachable (silent partition)",
     "cluster-failover": "(f) Redis Cluster: the stream's master SIGKILLed twice, a replica promoted each time",
 }
-STAGES = ["ingest", "api", "security", "schemathesis", "fuzz", "rolling", "transport"]
+STAGES = ["ingest", "api", "security", "schemathesis", "fuzz", "rolling", "transport", "outbox"]
 
 
 class Ctx:
@@ -73,6 +73,10 @@ def parse():
                    help="transport stage: seconds each crate's `cargo test` run may take (the build is bounded apart)")
     p.add_argument("--transport-build-timeout", type=int, default=2400,
                    help="transport stage: seconds each crate's test build may take (including waiting for cargo's lock)")
+    p.add_argument("--outbox-changes", type=int, default=5000,
+                   help="outbox stage: order changes through order-api (campaign: 50000)")
+    p.add_argument("--outbox-kills", type=int, default=10, help="outbox stage: SIGKILLs of the active relay")
+    p.add_argument("--outbox-clients", type=int, default=8, help="outbox stage: client threads sending changes")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep", action="store_true", help="keep databases, stream keys and the work dir")
     p.add_argument("--out", default=None, help="report path (default docs/RELIABILITY.md)")
@@ -161,6 +165,7 @@ SECTION_TITLES = {
     "security": "5. Security",
     "rolling": "6. Rolling restart behind HAProxy",
     "transport": "7. TLS and connection poolers",
+    "outbox": "8. Outbox under faults",
 }
 _START = re.compile(r"^<!-- section (\w+) run (.+?) -->$")
 _RUNS = re.compile(r"^<!-- runs: (\{.*\}) -->$", re.M)
@@ -484,6 +489,11 @@ def write_report(ctx, facts, results, path, started):
         import transport
         w = section("transport")
         transport.render(w, SECTION_TITLES["transport"], tr)
+    ob = results.get("outbox")
+    if ob:
+        import outbox
+        w = section("outbox")
+        outbox.render(w, SECTION_TITLES["outbox"], ob)
     ran = results.get("_stages") or [k for k in SECTION_TITLES if k in results]
     sections = {k: v for k, v in sections.items() if k in ran}
     old_runs, old_sections = read_report(path)
@@ -562,6 +572,7 @@ def write_report(ctx, facts, results, path, started):
     w("    bench/faults/run.sh --events 50000 --rate 1000        # the 50,000-event campaign, about 16 minutes")
     w("    bench/faults/run.sh --stages rolling                  # one stage; the other sections are kept")
     w("    bench/faults/run.sh --stages transport                # the TLS and PgBouncer tests (cargo test)")
+    w("    bench/faults/run.sh --stages outbox --outbox-changes 50000   # the outbox under faults, 50,000 changes")
     w("    bench/faults/run.sh --render-from target/faults/results.json   # rewrite this file only")
     w("")
     w("`bench/faults/run.sh --help` lists every flag (scenarios, stages, rates, durations). `--bin-dir target/debug` "
@@ -671,13 +682,24 @@ def main():
             except Exception as e:  # noqa: BLE001
                 traceback.print_exc()
                 results["transport"] = {"error": repr(e), "pass": False}
+        if "outbox" in stages:
+            import api
+            import outbox
+            logdir = os.path.join(args.workdir, "outbox")
+            os.makedirs(logdir, exist_ok=True)
+            try:
+                results["outbox"] = outbox.run(ctx, api.Keys(args.workdir), logdir)
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                results["outbox"] = {"error": repr(e), "pass": False}
     finally:
         facts = machine_facts(ctx)
         infra.cleanup()
         results["_facts"] = facts
         results["_command"] = args.command_line
         results["_minutes"] = round((time.time() - started) / 60, 1)
-        results["_args"] = {k: getattr(args, k) for k in ("events", "rate", "poison_pct", "kills", "outage_s")}
+        results["_args"] = {k: getattr(args, k) for k in ("events", "rate", "poison_pct", "kills", "outage_s",
+                                                           "outbox_changes", "outbox_kills")}
         results["_stages"] = stages
         json.dump(results, open(os.path.join(args.workdir, "results.json"), "w"), indent=2, default=str)
         keep = os.path.join(args.root, "target", "faults")
@@ -692,14 +714,16 @@ def main():
     st_errors = results.get("schemathesis", {}).get("server_errors", 0)
     rolling_ok = results.get("rolling", {}).get("pass", "rolling" not in stages)
     transport_ok = results.get("transport", {}).get("pass", "transport" not in stages)
+    outbox_ok = results.get("outbox", {}).get("pass", "outbox" not in stages)
     ok = (not failed and api_ok and sec.get("tried", 0) == sec.get("passed", 0) and not fz and not st_errors
-          and rolling_ok and transport_ok)
+          and rolling_ok and transport_ok and outbox_ok)
     if own_workdir and not args.keep and ok:
         shutil.rmtree(args.workdir, ignore_errors=True)
     else:
         log(f"logs kept in {args.workdir}")
     log("ALL PASS" if ok else f"FAILURES: scenarios {failed}, api ok {api_ok}, fuzz {[f['target'] for f in fz]}, "
-        f"schemathesis 500s {st_errors}, rolling ok {rolling_ok}, transport ok {transport_ok}")
+        f"schemathesis 500s {st_errors}, rolling ok {rolling_ok}, transport ok {transport_ok}, "
+        f"outbox ok {outbox_ok}")
     sys.exit(0 if ok else 1)
 
 

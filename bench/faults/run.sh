@@ -41,6 +41,11 @@
 #                 the PgBouncer tests get the private servers below through TEST_DATABASE_URL /
 #                 TEST_REDIS_URL. Ignores --bin-dir (cargo builds the test binaries into
 #                 target/debug).
+#   outbox        order changes (notes, --outbox-changes, 50,000 for the campaign) through order-api while
+#                 two order-ingest processes relay the outbox to a stream of the run's own; the active
+#                 relay is SIGKILLed --outbox-kills times, Redis and PostgreSQL are restarted mid-run;
+#                 then the stream is reconciled with the database: lost, phantom, doubled (duplicates
+#                 must be identical), per-order order (sequence, previousStatus, one note per event).
 #
 # Everything runs on loopback against PRIVATE servers started here: a PostgreSQL cluster
 # (initdb into a temp dir, spare port) and a Redis with AOF on (spare port). The shared

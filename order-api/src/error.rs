@@ -191,7 +191,8 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
     let body = if let Some(error) = rejection.find::<ApiError>() {
         error.body()
     } else if let Some(bad) = rejection.find::<async_graphql_warp::GraphQLBadRequest>() {
-        // Before 405: async-graphql-warp's filter also tries GET, which adds a 405 beside it.
+        // Before 405, so that an unreadable GraphQL body is answered as one whatever other
+        // route also rejected the request.
         ErrorBody::new(bad.status(), format!("Not a GraphQL request: {bad}"))
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ErrorBody::new(

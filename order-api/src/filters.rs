@@ -98,9 +98,22 @@ pub fn json_body<T: DeserializeOwned + Send + 'static>(
     limit: u64,
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     json_content_type()
-        .and(warp::header::headers_cloned())
+        .and(bounded_body(limit))
+        .and_then(|bytes: Vec<u8>| async move {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                Rejection::from(ApiError::BadRequest(format!(
+                    "Malformed JSON request body: {e}"
+                )))
+            })
+        })
+}
+
+/// The whole request body, at most `limit` bytes (413 otherwise), whether its length is
+/// declared (`Content-Length`) or not (`Transfer-Encoding: chunked`).
+fn bounded_body(limit: u64) -> impl Filter<Extract = (Vec<u8>,), Error = Rejection> + Clone {
+    warp::header::headers_cloned()
         .and(warp::body::stream())
-        .and_then(move |headers: HeaderMap, body| read_json(headers, body, limit))
+        .and_then(move |headers: HeaderMap, body| read_bounded(headers, body, limit))
 }
 
 /// 415 unless the body is declared JSON.
@@ -124,9 +137,8 @@ fn json_content_type() -> impl Filter<Extract = (), Error = Rejection> + Clone {
         .untuple_one()
 }
 
-async fn read_json<T, S, B>(headers: HeaderMap, body: S, limit: u64) -> Result<T, Rejection>
+async fn read_bounded<S, B>(headers: HeaderMap, body: S, limit: u64) -> Result<Vec<u8>, Rejection>
 where
-    T: DeserializeOwned,
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
@@ -152,8 +164,7 @@ where
             chunk.advance(n);
         }
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("Malformed JSON request body: {e}")).into())
+    Ok(bytes)
 }
 
 /// `GET /orders?storeNumber=&customerId=&status=&startDate=&endDate=&page=&size=`
@@ -253,19 +264,35 @@ pub fn add_note(state: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// `POST /graphql`: any valid token; each field checks its own scope. The body is read by
-/// async-graphql-warp, after the same content type check as REST bodies and a declared
-/// length within the body limit.
+/// `POST /graphql`: any valid token; each field checks its own scope. The body has the same
+/// content type check and size limit as REST bodies (chunked bodies included), and is read
+/// as a GraphQL request the way async-graphql-warp reads one.
 pub fn graphql_post(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("graphql")
         .and(warp::post())
         .and(auth::authenticate(state.auth.clone()))
         .and(json_content_type())
-        .and(warp::body::content_length_limit(state.max_body_bytes))
-        .and(async_graphql_warp::graphql(state.schema().clone()))
+        .and(graphql_request(state))
         .and(with_state(state))
         .and_then(graphql::handle)
         .boxed()
+}
+
+/// The body of `POST /graphql` as one GraphQL request, with the schema to run it on.
+fn graphql_request(
+    state: &AppState,
+) -> impl Filter<Extract = ((graphql::OrderSchema, async_graphql::Request),), Error = Rejection> + Clone
+{
+    let schema = state.schema().clone();
+    bounded_body(state.max_body_bytes).and_then(move |bytes: Vec<u8>| {
+        let schema = schema.clone();
+        async move {
+            async_graphql::http::receive_json(bytes.as_slice())
+                .await
+                .map(|request| (schema, request))
+                .map_err(|e| warp::reject::custom(async_graphql_warp::GraphQLBadRequest(e)))
+        }
+    })
 }
 
 /// `GET /graphiql`: the GraphiQL page (no token: it holds no data).

@@ -87,15 +87,7 @@ pub struct RequestInfo {
     pub started: Instant,
 }
 
-/// The trace id of a W3C `traceparent` header, else a sane `X-Request-Id`.
-pub fn trace_id(headers: &HeaderMap) -> Option<String> {
-    trace_id_of(
-        headers.get("traceparent").and_then(|v| v.to_str().ok()),
-        headers.get("x-request-id").and_then(|v| v.to_str().ok()),
-    )
-}
-
-/// [`trace_id`] from the two header values it reads.
+/// The trace id of a W3C `traceparent` header value, else a sane `X-Request-Id` value.
 fn trace_id_of(traceparent: Option<&str>, request_id: Option<&str>) -> Option<String> {
     let traceparent = traceparent.and_then(|v| {
         let parts: Vec<&str> = v.trim().split('-').collect();
@@ -129,7 +121,8 @@ impl Extractor for Headers<'_> {
 
 /// The request's span: the OpenTelemetry HTTP server span (named `METHOD /route/{template}`,
 /// with the HTTP semantic conventions' attributes), continuing the caller's W3C `traceparent`.
-/// [`finish`] records the status; the GraphQL handler the operation.
+/// [`finish`] records the status; the GraphQL handler the operation. The trace id is the
+/// span's own, not an attribute of it.
 pub fn server_span(method: &Method, path: &str, headers: &HeaderMap) -> tracing::Span {
     let route = route_label(path);
     let span = tracing::info_span!(
@@ -143,7 +136,6 @@ pub fn server_span(method: &Method, path: &str, headers: &HeaderMap) -> tracing:
         http.response.status_code = tracing::field::Empty,
         graphql.operation.type = tracing::field::Empty,
         graphql.operation.name = tracing::field::Empty,
-        trace_id = trace_id(headers).as_deref().unwrap_or(""),
     );
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&Headers(headers))
@@ -177,8 +169,7 @@ pub fn request_info() -> impl Filter<Extract = (RequestInfo,), Error = Infallibl
         )
 }
 
-/// One header's text if present and visible ASCII (otherwise `None`, as [`trace_id`] reads
-/// it), never a rejection.
+/// One header's text if present and visible ASCII (otherwise `None`), never a rejection.
 fn header_text(
     name: &'static str,
 ) -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
@@ -210,7 +201,9 @@ pub fn finish(metrics: &Metrics, info: &RequestInfo, mut response: Response) -> 
     let elapsed = info.started.elapsed();
     metrics.observe(info.route, info.method.as_str(), response.status(), elapsed);
     let span = tracing::Span::current();
-    span.record("http.response.status_code", status);
+    // An integer attribute, as the conventions type it (so that `>= 500` queries match):
+    // tracing-opentelemetry exports i64 as an integer but unsigned values as text.
+    span.record("http.response.status_code", i64::from(status));
     // The HTTP conventions: a server span is an error for 5xx only; 4xx is the client's.
     if status >= 500 {
         span.record("otel.status_code", "ERROR");

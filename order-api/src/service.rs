@@ -2,7 +2,7 @@
 //! database call, `ApiError` out. The transports only parse their input and render the result.
 
 use order_store::orders::{self, Cursor, FulfillmentUpdate, OrderFilter};
-use order_store::{Order, OrderStatus};
+use order_store::{outbox, AsyncConnection as _, Order, OrderStatus, StoreError};
 use uuid::Uuid;
 
 use crate::db::Db;
@@ -70,12 +70,39 @@ pub async fn search(db: &Db, query: &SearchQuery) -> Result<SearchResult, ApiErr
     })
 }
 
-/// `PATCH /orders/{orderId}/status`, `updateOrderStatus`.
-pub async fn update_status(db: &Db, id: Uuid, status: OrderStatus) -> Result<Order, ApiError> {
+/// One of the four changes an order can be given.
+enum Edit<'a> {
+    Status(OrderStatus),
+    Fulfillment(&'a FulfillmentUpdate),
+    Cancel(&'a str),
+    Note(&'a str),
+}
+
+/// Applies `edit` to order `id` and records its `OrderUpdated` event in the outbox, in one
+/// transaction: the event exists exactly when the change committed, and a refused change (its
+/// error) rolls back and writes nothing. The event carries the trace context of the caller's
+/// span. Redis is never involved: publishing is the relay's job, after the commit.
+async fn committed(db: &Db, id: Uuid, edit: Edit<'_>) -> Result<Order, ApiError> {
+    let traceparent = order_store::telemetry::current_traceparent();
     db.run("UPDATE", async |conn| {
-        orders::update_status(conn, id, status).await
+        conn.transaction(async |conn| {
+            let changed = match edit {
+                Edit::Status(to) => orders::update_status(conn, id, to).await,
+                Edit::Fulfillment(update) => orders::update_fulfillment(conn, id, update).await,
+                Edit::Cancel(reason) => orders::cancel(conn, id, reason).await,
+                Edit::Note(note) => orders::append_note(conn, id, note).await,
+            }?;
+            outbox::record(conn, &changed, traceparent.as_deref()).await?;
+            Ok::<_, StoreError>(changed.order)
+        })
+        .await
     })
     .await
+}
+
+/// `PATCH /orders/{orderId}/status`, `updateOrderStatus`.
+pub async fn update_status(db: &Db, id: Uuid, status: OrderStatus) -> Result<Order, ApiError> {
+    committed(db, id, Edit::Status(status)).await
 }
 
 /// `PATCH /orders/{orderId}/fulfillment`, `updateFulfillment`.
@@ -84,26 +111,17 @@ pub async fn update_fulfillment(
     id: Uuid,
     update: &FulfillmentUpdate,
 ) -> Result<Order, ApiError> {
-    db.run("UPDATE", async |conn| {
-        orders::update_fulfillment(conn, id, update).await
-    })
-    .await
+    committed(db, id, Edit::Fulfillment(update)).await
 }
 
 /// `POST /orders/{orderId}/cancel`, `cancelOrder`.
 pub async fn cancel(db: &Db, id: Uuid, reason: &str) -> Result<Order, ApiError> {
-    db.run("UPDATE", async |conn| {
-        orders::cancel(conn, id, reason).await
-    })
-    .await
+    committed(db, id, Edit::Cancel(reason)).await
 }
 
 /// `POST /orders/{orderId}/notes`, `addOrderNote`.
 pub async fn add_note(db: &Db, id: Uuid, note: &str) -> Result<Order, ApiError> {
-    db.run("UPDATE", async |conn| {
-        orders::append_note(conn, id, note).await
-    })
-    .await
+    committed(db, id, Edit::Note(note)).await
 }
 
 /// Why this instance should not get traffic now, if it should not: the one check behind

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use order_store::db::OnOff;
 pub use order_store::process::LogFormat;
 use order_store::DbArgs;
 use uuid::Uuid;
@@ -25,6 +26,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub stream: StreamArgs,
+
+    #[command(flatten)]
+    pub outbox: OutboxArgs,
 
     /// Address of the health and metrics server (/health/live, /health/ready, /metrics).
     #[arg(
@@ -115,6 +119,11 @@ pub struct BackfillArgs {
     /// it the copy starts from the beginning, which is also safe: rows present are skipped.
     #[arg(long, env = "BACKFILL_AFTER")]
     pub after: Option<Uuid>,
+
+    /// Named prepared statements on the source database; `off` when it sits behind a pooler
+    /// in transaction mode. Default: the same as --db-prepared-statements.
+    #[arg(long, env = "BACKFILL_SOURCE_DB_PREPARED_STATEMENTS", value_enum)]
+    pub source_db_prepared_statements: Option<OnOff>,
 
     /// Rows read and inserted per batch.
     #[arg(long, env = "BACKFILL_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -240,6 +249,38 @@ impl StreamArgs {
                     .and_then(non_empty)
             })
             .unwrap_or_else(|| format!("order-ingest-{}", Uuid::new_v4().simple()))
+    }
+}
+
+/// The outbox relay (`order_ingest::outbox`) of a consume process.
+#[derive(Debug, Clone, Args)]
+pub struct OutboxArgs {
+    /// Publish the order changes that order-api commits (the outbox) to --updates-stream-key
+    /// from this process: `true` or `false`. One relay publishes at a time across all pods.
+    #[arg(long = "outbox-relay", env = "ORDER_OUTBOX_RELAY", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub relay: bool,
+
+    /// The stream the OrderUpdated events are published on.
+    #[arg(
+        long,
+        env = "ORDER_UPDATES_STREAM_KEY",
+        default_value = "orders:updated"
+    )]
+    pub updates_stream_key: String,
+
+    /// Approximate length the updates stream is trimmed to (`XADD … MAXLEN ~`), never below it.
+    #[arg(long, env = "ORDER_UPDATES_STREAM_MAXLEN", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub updates_stream_maxlen: u64,
+}
+
+impl OutboxArgs {
+    /// The defaults, publishing to `stream_key`.
+    pub fn new(stream_key: &str) -> Self {
+        Self {
+            relay: true,
+            updates_stream_key: stream_key.to_owned(),
+            updates_stream_maxlen: 1_000_000,
+        }
     }
 }
 

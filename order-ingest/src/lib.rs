@@ -11,6 +11,7 @@ pub mod dlq;
 pub mod event;
 pub mod group;
 pub mod metrics;
+pub mod outbox;
 pub mod replay;
 pub mod retry;
 pub mod sample;

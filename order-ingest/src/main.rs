@@ -11,9 +11,9 @@ use clap::Parser as _;
 use order_ingest::client::{ModeError, RedisClient};
 use order_ingest::config::{BackfillArgs, Cli, Command, DlqCommand, StreamArgs};
 use order_ingest::metrics::{self, Probe};
-use order_ingest::retry::REDIS_COMMAND;
+use order_ingest::retry::{self, REDIS_COMMAND};
 use order_ingest::stream::RedisConn;
-use order_ingest::{backfill, dlq, replay, sample, Consumer, Exit, Metrics};
+use order_ingest::{backfill, dlq, outbox, replay, sample, Consumer, Exit, Metrics};
 use order_store::{process, telemetry};
 use tokio::sync::watch;
 
@@ -234,9 +234,22 @@ async fn consume(
         std::process::exit(130);
     });
 
+    let relay = outbox::spawn(
+        &cli.outbox,
+        &cli.stream.redis_url,
+        pool.clone(),
+        cli.stream.timeouts,
+        metrics.clone(),
+        stop_rx.clone(),
+    )
+    .context("invalid --redis-url")?;
     let consumer =
         Consumer::new(cli.stream, pool, metrics, stop_rx).context("invalid --redis-url")?;
     let exit = consumer.run().await;
+    if let Some(relay) = relay {
+        // The relay stops on the same signal; its batch in flight commits or rolls back.
+        let _ = tokio::time::timeout(retry::DRAIN_LIMIT, relay).await;
+    }
     let _ = server_stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(match exit {
@@ -263,6 +276,9 @@ async fn run_backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
     let mut source_args = order_store::DbArgs::for_url(&args.source_database_url);
     source_args.db_pool_size = 2;
     source_args.db_connect_timeout_ms = args.db.db_connect_timeout_ms;
+    source_args.db_prepared_statements = args
+        .source_db_prepared_statements
+        .unwrap_or(args.db.db_prepared_statements);
     let source = order_store::build_pool(&source_args, "order-ingest-backfill");
     drop(
         source

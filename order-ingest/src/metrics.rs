@@ -84,6 +84,8 @@ pub struct Metrics {
     /// No labels; no child (so no series) while the group or its lag is unknown.
     group_lag: IntGaugeVec,
     pool_waits: PoolWaits,
+    /// The outbox relay's series (`order_outbox_*`).
+    pub outbox: crate::outbox::RelayMetrics,
     /// One scrape at a time: the scrape-time values are set, then gathered.
     scrape: std::sync::Mutex<()>,
 }
@@ -178,6 +180,7 @@ impl Default for Metrics {
                 "Entries in the stream not yet delivered to the group.",
             ),
             pool_waits: PoolWaits::register(r),
+            outbox: crate::outbox::RelayMetrics::register(r),
             scrape: std::sync::Mutex::new(()),
             registry,
         }
@@ -236,9 +239,16 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4): the process's own numbers, and what this
-    /// scrape found: `group` as [`Probe::group_state`] answered, and the pool's checkout waits.
-    pub fn render(&self, group: Result<Option<GroupState>, ()>, pool: &Pool) -> String {
+    /// scrape found: `group` as [`Probe::group_state`] answered, the outbox `backlog` (`None`:
+    /// the database did not answer), and the pool's checkout waits.
+    pub fn render(
+        &self,
+        group: Result<Option<GroupState>, ()>,
+        backlog: Option<order_store::outbox::Backlog>,
+        pool: &Pool,
+    ) -> String {
         let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        self.outbox.set_backlog(backlog);
         self.redis_up.set(i64::from(group.is_ok()));
         self.group_pending.reset();
         self.group_lag.reset();
@@ -349,8 +359,11 @@ impl Probe {
     }
 
     async fn metrics_text(&self) -> String {
-        let group = self.group_state().await;
-        self.metrics.render(group, &self.pool)
+        let (group, backlog) = tokio::join!(
+            self.group_state(),
+            crate::outbox::read_backlog(&self.pool, PROBE_TIMEOUT)
+        );
+        self.metrics.render(group, backlog, &self.pool)
     }
 }
 

@@ -4,12 +4,15 @@
 mod common;
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use order_ingest::event::{decode, Decoded};
 use order_store::orders::{insert_if_absent, page_by_id};
 use order_store::test_db::TestDatabase;
+use order_store::test_tls::PgBouncer;
 use order_store::NewOrder;
 
 fn order_of(payload: &str) -> NewOrder {
@@ -42,7 +45,9 @@ async fn backfill(source: &str, target: &str, extra: &[&str]) -> (i32, String) {
     .expect("backfill finishes")
     .unwrap()
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The progress lines, then the error lines.
+    let stdout =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.code().is_some(),
         "{}",
@@ -111,4 +116,67 @@ async fn backfill_copies_every_order_idempotently_and_resumes_after_an_id() {
         "{stdout}"
     );
     assert_eq!(row_count(&target_pool).await, 23);
+}
+
+/// Other clients of the pooler, reading in a loop until `stop`, so that consecutive
+/// transactions of the backfill land on different server connections, as on a busy pooler.
+fn busy_pooler(url: &str, stop: &Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut args = order_store::DbArgs::for_url(url);
+    args.db_pool_size = 3;
+    args.db_prepared_statements = order_store::db::OnOff::Off;
+    let pool = order_store::build_pool(&args, "backfill-test-noise");
+    (0..3)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut conn = pool.get().await.unwrap();
+                    page_by_id(&mut conn, None, 1).await.unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reads_a_source_behind_pgbouncer_in_transaction_mode() {
+    let source = TestDatabase::new().await;
+    let source_pool = source.pool();
+    let orders: Vec<NewOrder> = (0..60).map(|_| order_of(&synthetic_event(9).1)).collect();
+    {
+        let mut conn = source_pool.get().await.unwrap();
+        insert_if_absent(&mut conn, &orders).await.unwrap();
+    }
+    let bouncer = PgBouncer::start(source.name(), "transaction", 2);
+    let pooled_source = bouncer.url(source.name());
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise = busy_pooler(&pooled_source, &stop);
+
+    // The control: with named prepared statements (the default) the same copy fails, which
+    // proves that the pooler is in the path and that the flag is what fixes it.
+    let (control, _) = database().await;
+    let (code, stdout) = backfill(&pooled_source, control.url(), &[]).await;
+    assert_ne!(
+        code, 0,
+        "prepared statements unexpectedly survived the pooler: {stdout}"
+    );
+    assert!(stdout.contains("prepared statement"), "{stdout}");
+
+    let (target, target_pool) = database().await;
+    let (code, stdout) = backfill(
+        &pooled_source,
+        target.url(),
+        &["--source-db-prepared-statements", "off"],
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in noise {
+        task.await.unwrap();
+    }
+    assert_eq!(code, 0, "{stdout}\npgbouncer: {}", bouncer.log());
+    assert!(
+        stdout.contains("read=60 inserted=60 already_present=0 rejected=0"),
+        "{stdout}"
+    );
+    assert_eq!(row_count(&target_pool).await, 60);
 }

@@ -761,7 +761,7 @@ async fn redis_command_failures_are_counted_by_command() {
         .is_err());
     assert_eq!(errors.get("XINFO"), 1);
 
-    let text = metrics.render(Err(()), &pool);
+    let text = metrics.render(Err(()), None, &pool);
     for line in [
         "# TYPE order_ingest_redis_errors_total counter",
         r#"order_ingest_redis_errors_total{command="XREADGROUP"} 1"#,
@@ -779,6 +779,7 @@ async fn redis_command_failures_are_counted_by_command() {
             pending: 2,
             lag: None,
         })),
+        None,
         &pool,
     );
     assert!(

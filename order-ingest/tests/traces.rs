@@ -1,7 +1,8 @@
 //! OpenTelemetry traces of the real `order-ingest` binary, exported to a real OTLP collector
 //! over both protocols: a batch span linked to each event's own trace (the CloudEvents
 //! distributed-tracing extension), an insert span under it, a span per dead letter, replay
-//! traced the same way, and a collector that is down costing no order.
+//! traced the same way, an `https://` collector trusted through OTEL_EXPORTER_OTLP_CERTIFICATE
+//! or refused with one warning, and a collector that is down costing no order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use order_store::test_otlp::{Collector, OtlpProtocol, ReceivedSpan};
+use order_store::test_tls::Pki;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -208,4 +210,125 @@ async fn a_collector_that_is_down_costs_no_order() {
     process.stop().await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(stream.pending("order-service"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_traced_to_an_https_grpc_collector_trusted_through_its_certificate() {
+    let pki = Pki::new();
+    let collector = Collector::start_tls(OtlpProtocol::Grpc, &pki).await;
+    let (db, pool) = database().await;
+    let stream = TestStream::new();
+    let (id, event) = synthetic_event(4);
+    let trace = trace_id();
+    stream.publish_event(&traced(&event, &trace));
+    let mut env = collector.env("order-ingest-test");
+    env.push((
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE".to_owned(),
+        pki.ca().display().to_string(),
+    ));
+    let process = Process::spawn(
+        traced_ingest(db.url(), &stream, &env),
+        "traces-ingest-https-grpc",
+    );
+    wait_rows(&pool, 1, WAIT).await;
+    assert!(stored(&pool, id).await.is_some());
+    let spans = collector
+        .wait_for(WAIT, |spans| {
+            linked_to(spans, &trace).is_some() && spans.iter().any(|s| s.name == "INSERT orders")
+        })
+        .await;
+    assert_batch_traced(&spans, &stream, &trace);
+    process.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_https_collector_costs_no_order_and_one_warning() {
+    let pki = Pki::new();
+    let collector = Collector::start_tls(OtlpProtocol::HttpProtobuf, &pki).await;
+    let (db, pool) = database().await;
+    let stream = TestStream::new();
+    let mut ids = Vec::new();
+    for store in 1..=20 {
+        let (id, event) = synthetic_event(store);
+        stream.publish_event(&traced(&event, &trace_id()));
+        ids.push(id);
+    }
+    // Neither SSL_CERT_FILE nor OTEL_EXPORTER_OTLP_CERTIFICATE names the test CA.
+    let name = "traces-ingest-https-untrusted";
+    let process = Process::spawn(
+        traced_ingest(db.url(), &stream, &collector.env("order-ingest-test")),
+        name,
+    );
+    wait_rows(&pool, 20, WAIT).await;
+    for id in ids {
+        assert!(stored(&pool, id).await.is_some());
+    }
+    // Several export intervals (100 ms each) pass with spans queued.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    process.stop().await;
+    let log = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.log")),
+    )
+    .unwrap();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("certificate is not trusted"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning line: {log}");
+    assert_eq!(stream.pending("order-service"), 0);
+    assert_eq!(collector.requests(), 0, "{:#?}", collector.spans());
+}
+
+#[tokio::test]
+async fn the_outbox_relay_publish_span_links_the_trace_of_each_change() {
+    let collector = Collector::start(OtlpProtocol::Grpc).await;
+    let (db, pool) = database().await;
+    let stream = TestStream::new();
+    let updates = format!("{}:updated", stream.key);
+    let order = order_store::test_db::sample_order(9);
+    let trace = trace_id();
+    {
+        let mut conn = pool.get().await.unwrap();
+        order_store::orders::insert_if_absent(&mut conn, std::slice::from_ref(&order))
+            .await
+            .unwrap();
+        let changed = order_store::orders::append_note(&mut conn, order.id, "traced")
+            .await
+            .unwrap();
+        let parent = format!("00-{trace}-{PRODUCER_SPAN}-01");
+        order_store::outbox::record(&mut conn, &changed, Some(&parent))
+            .await
+            .unwrap();
+    }
+    let mut env = collector.env("order-ingest-test");
+    env.push(("ORDER_UPDATES_STREAM_KEY".to_owned(), updates.clone()));
+    let process = Process::spawn(traced_ingest(db.url(), &stream, &env), "traces-outbox");
+    let spans = collector
+        .wait_for(WAIT, |spans| linked_to(spans, &trace).is_some())
+        .await;
+    let publish = linked_to(&spans, &trace).unwrap();
+    assert_eq!(publish.name, format!("publish {updates}"));
+    assert_eq!(publish.kind, 4, "a producer span: {publish:#?}");
+    assert_eq!(publish.attribute("messaging.system"), Some("redis"));
+    assert_eq!(
+        publish.attribute("messaging.destination.name"),
+        Some(updates.as_str())
+    );
+    assert_eq!(
+        publish.attribute("messaging.batch.message_count"),
+        Some("1")
+    );
+    process.stop().await;
+    // The event carries the change's trace context as the CloudEvents `traceparent` extension.
+    let entries: redis::streams::StreamRangeReply =
+        redis::Commands::xrange_all(&mut stream.conn(), &updates).unwrap();
+    assert_eq!(entries.ids.len(), 1);
+    let payload: String = entries.ids[0].get("payload").unwrap();
+    let event: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(
+        event["traceparent"],
+        format!("00-{trace}-{PRODUCER_SPAN}-01"),
+        "{event}"
+    );
+    let _: () = redis::Commands::del(&mut stream.conn(), &updates).unwrap();
 }

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod models;
 pub mod orders;
+pub mod outbox;
 pub mod process;
 pub mod schema;
 pub mod telemetry;
@@ -21,7 +22,8 @@ pub mod tls;
 
 pub use bigdecimal::BigDecimal;
 pub use db::{build_pool, prepare_database, DbArgs, Pool, PooledConn};
-pub use diesel_async::AsyncPgConnection;
+// `AsyncConnection` is the trait of `transaction`, for callers that group store calls into one.
+pub use diesel_async::{AsyncConnection, AsyncPgConnection};
 pub use error::{FieldError, StoreError};
 pub use models::{
     AppliedDiscount, CustomerSnapshot, DeliveryAddress, FulfillmentDetails, FulfillmentType,

@@ -12,8 +12,11 @@ use crate::error::{FieldError, StoreError};
 use crate::models::{Order, OrderStatus};
 use crate::schema::orders;
 
+mod change;
 mod insert;
 
+use change::{previous_status, status_kept, updated_after_lock, LockedFirst};
+pub use change::{Change, Changed};
 pub use insert::{insert_if_absent, InsertOutcome, Rejection, RejectionKind};
 
 pub async fn find_by_id(
@@ -254,23 +257,31 @@ pub async fn update_status(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     to: OrderStatus,
-) -> Result<Order, StoreError> {
-    let updated = updated_order(
+) -> Result<Changed, StoreError> {
+    let updated = updated_after_lock(
         conn,
-        diesel::update(
-            orders::table
-                .find(id)
-                .filter(orders::status.eq_any(OrderStatus::predecessors(to))),
-        )
-        .set((
-            orders::status.eq(to),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(Order::as_returning()),
+        LockedFirst {
+            id,
+            update: diesel::update(
+                orders::table
+                    .find(id)
+                    .filter(orders::status.eq_any(OrderStatus::predecessors(to)))
+                    .filter(previous_status().is_not_null()),
+            )
+            .set((
+                orders::status.eq(to),
+                orders::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning((Order::as_returning(), previous_status())),
+        },
     )
     .await?;
     match updated {
-        Some(order) => Ok(order),
+        Some((order, previous_status)) => Ok(Changed {
+            change: Change::StatusChanged,
+            previous_status,
+            order,
+        }),
         None => Err(StoreError::InvalidTransition {
             from: current_status(conn, id).await?,
             to,
@@ -284,26 +295,36 @@ pub async fn cancel(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     reason: &str,
-) -> Result<Order, StoreError> {
+) -> Result<Changed, StoreError> {
     required("reason", reason)?;
-    let updated = updated_order(
+    let updated = updated_after_lock(
         conn,
-        diesel::update(
-            orders::table
-                .find(id)
-                .filter(orders::status.eq_any(OrderStatus::predecessors(OrderStatus::Cancelled))),
-        )
-        .set((
-            orders::status.eq(OrderStatus::Cancelled),
-            orders::fulfillment_details
-                .eq(details_with_note!(format!("Cancelled: {}", reason.trim()))),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(Order::as_returning()),
+        LockedFirst {
+            id,
+            update: diesel::update(
+                orders::table
+                    .find(id)
+                    .filter(
+                        orders::status.eq_any(OrderStatus::predecessors(OrderStatus::Cancelled)),
+                    )
+                    .filter(previous_status().is_not_null()),
+            )
+            .set((
+                orders::status.eq(OrderStatus::Cancelled),
+                orders::fulfillment_details
+                    .eq(details_with_note!(format!("Cancelled: {}", reason.trim()))),
+                orders::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning((Order::as_returning(), previous_status())),
+        },
     )
     .await?;
     match updated {
-        Some(order) => Ok(order),
+        Some((order, previous_status)) => Ok(Changed {
+            change: Change::Cancelled,
+            previous_status,
+            order,
+        }),
         None => Err(StoreError::CannotCancel(current_status(conn, id).await?)),
     }
 }
@@ -324,7 +345,7 @@ pub async fn update_fulfillment(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     update: &FulfillmentUpdate,
-) -> Result<Order, StoreError> {
+) -> Result<Changed, StoreError> {
     let mut patch = serde_json::Map::new();
     if let Some(date) = update.fulfillment_date {
         patch.insert(
@@ -358,6 +379,7 @@ pub async fn update_fulfillment(
         .returning(Order::as_returning());
     updated_order(conn, update)
         .await?
+        .map(|order| status_kept(Change::FulfillmentUpdated, order))
         .ok_or_else(|| not_found(id))
 }
 
@@ -366,7 +388,7 @@ pub async fn append_note(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     note: &str,
-) -> Result<Order, StoreError> {
+) -> Result<Changed, StoreError> {
     required("note", note)?;
     let update = diesel::update(orders::table.find(id))
         .set((
@@ -376,6 +398,7 @@ pub async fn append_note(
         .returning(Order::as_returning());
     updated_order(conn, update)
         .await?
+        .map(|order| status_kept(Change::NoteAdded, order))
         .ok_or_else(|| not_found(id))
 }
 

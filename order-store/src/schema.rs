@@ -1,6 +1,18 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    order_outbox (id) {
+        id -> Int8,
+        event_id -> Uuid,
+        order_id -> Uuid,
+        event_time -> Timestamptz,
+        traceparent -> Nullable<Text>,
+        data -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     orders (id) {
         id -> Uuid,
         store_number -> Int4,
@@ -36,3 +48,5 @@ diesel::table! {
         session_id -> Nullable<Uuid>,
     }
 }
+
+diesel::allow_tables_to_appear_in_same_query!(order_outbox, orders,);

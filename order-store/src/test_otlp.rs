@@ -1,7 +1,9 @@
 //! A test OTLP trace collector: the real protocols, both of them, on a spare port, keeping every
 //! span it receives for the test to look at. gRPC is served with tonic and the
 //! `opentelemetry-proto` service; `http/protobuf` is `POST /v1/traces` with the same messages
-//! in protobuf, as OpenTelemetry collectors answer them.
+//! in protobuf, as OpenTelemetry collectors answer them. [`Collector::start_tls`] puts a TLS
+//! front (rustls, a certificate for `localhost` from a test CA) before either, as managed
+//! collectors are reached.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::collections::HashMap;
@@ -35,6 +37,9 @@ pub struct ReceivedSpan {
     /// OTLP `SpanKind`: 2 server, 3 client, 5 consumer.
     pub kind: i32,
     pub attributes: HashMap<String, String>,
+    /// The attributes whose OTLP value is an integer (`IntValue`), with that value: the
+    /// semantic conventions type some attributes, and queries compare them as numbers.
+    pub int_attributes: HashMap<String, i64>,
     /// `(trace_id, span_id)` of each link.
     pub links: Vec<(String, String)>,
     /// OTLP status code: 0 unset, 1 ok, 2 error.
@@ -45,6 +50,11 @@ impl ReceivedSpan {
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
     }
+
+    /// The attribute's value if it was sent as an integer; `None` if absent or of another type.
+    pub fn int_attribute(&self, key: &str) -> Option<i64> {
+        self.int_attributes.get(key).copied()
+    }
 }
 
 type Received = Arc<Mutex<Vec<ReceivedSpan>>>;
@@ -54,8 +64,14 @@ pub struct Collector {
     protocol: OtlpProtocol,
     received: Received,
     requests: Arc<Mutex<u64>>,
+    headers: Headers,
     stop: Option<oneshot::Sender<()>>,
+    /// The TLS front's port and accept loop, in TLS mode.
+    tls: Option<(u16, tokio::task::AbortHandle)>,
 }
+
+/// The request headers (gRPC metadata) of the last export request.
+type Headers = Arc<Mutex<HashMap<String, String>>>;
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -100,6 +116,14 @@ fn keep(received: &Received, request: ExportTraceServiceRequest) {
                         .iter()
                         .map(|kv| (kv.key.clone(), text(kv)))
                         .collect(),
+                    int_attributes: span
+                        .attributes
+                        .iter()
+                        .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                            Value::IntValue(i) => Some((kv.key.clone(), *i)),
+                            _ => None,
+                        })
+                        .collect(),
                     links: span
                         .links
                         .iter()
@@ -115,6 +139,7 @@ fn keep(received: &Received, request: ExportTraceServiceRequest) {
 struct Grpc {
     received: Received,
     requests: Arc<Mutex<u64>>,
+    headers: Headers,
 }
 
 #[tonic::async_trait]
@@ -124,6 +149,18 @@ impl TraceService for Grpc {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         *self.requests.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        *self.headers.lock().unwrap_or_else(PoisonError::into_inner) = request
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
         keep(&self.received, request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -136,6 +173,7 @@ impl Collector {
     pub async fn start(protocol: OtlpProtocol) -> Collector {
         let received = Received::default();
         let requests = Arc::new(Mutex::new(0));
+        let headers = Headers::default();
         let (stop, stopped) = oneshot::channel::<()>();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -148,6 +186,7 @@ impl Collector {
                 let service = TraceServiceServer::new(Grpc {
                     received: received.clone(),
                     requests: requests.clone(),
+                    headers: headers.clone(),
                 });
                 let incoming = tonic::transport::server::TcpIncoming::from(listener);
                 tokio::spawn(async move {
@@ -160,30 +199,43 @@ impl Collector {
                 });
             }
             OtlpProtocol::HttpProtobuf => {
-                let (kept, counted) = (received.clone(), requests.clone());
+                let (kept, counted, seen) = (received.clone(), requests.clone(), headers.clone());
                 let route = warp::path!("v1" / "traces")
                     .and(warp::post())
+                    .and(warp::header::headers_cloned())
                     .and(warp::body::bytes())
-                    .map(move |body: warp::hyper::body::Bytes| {
-                        *counted.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-                        match ExportTraceServiceRequest::decode(body) {
-                            Ok(request) => {
-                                keep(&kept, request);
-                                let reply = ExportTraceServiceResponse {
-                                    partial_success: None,
+                    .map(
+                        move |request_headers: warp::http::HeaderMap,
+                              body: warp::hyper::body::Bytes| {
+                            *counted.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+                            *seen.lock().unwrap_or_else(PoisonError::into_inner) = request_headers
+                                .iter()
+                                .map(|(k, v)| {
+                                    (
+                                        k.to_string(),
+                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                    )
+                                })
+                                .collect();
+                            match ExportTraceServiceRequest::decode(body) {
+                                Ok(request) => {
+                                    keep(&kept, request);
+                                    let reply = ExportTraceServiceResponse {
+                                        partial_success: None,
+                                    }
+                                    .encode_to_vec();
+                                    warp::http::Response::builder()
+                                        .header("content-type", "application/x-protobuf")
+                                        .body(reply)
+                                        .unwrap_or_default()
                                 }
-                                .encode_to_vec();
-                                warp::http::Response::builder()
-                                    .header("content-type", "application/x-protobuf")
-                                    .body(reply)
-                                    .unwrap_or_default()
+                                Err(_) => warp::http::Response::builder()
+                                    .status(400)
+                                    .body(Vec::new())
+                                    .unwrap_or_default(),
                             }
-                            Err(_) => warp::http::Response::builder()
-                                .status(400)
-                                .body(Vec::new())
-                                .unwrap_or_default(),
-                        }
-                    });
+                        },
+                    );
                 let listener = tokio_stream_of(listener);
                 tokio::spawn(warp::serve(route).serve_incoming_with_graceful_shutdown(
                     listener,
@@ -198,13 +250,69 @@ impl Collector {
             protocol,
             received,
             requests,
+            headers,
             stop: Some(stop),
+            tls: None,
         }
     }
 
-    /// The `OTEL_EXPORTER_OTLP_ENDPOINT` of this collector.
+    /// The collector behind a TLS front that presents `pki`'s server certificate (for
+    /// `localhost`, signed by `pki.ca()`) and offers ALPN `h2` and `http/1.1`.
+    pub async fn start_tls(protocol: OtlpProtocol, pki: &crate::test_tls::Pki) -> Collector {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut collector = Collector::start(protocol).await;
+        let chain = CertificateDer::pem_file_iter(pki.server_cert())
+            .expect("read the test server certificate")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("a PEM certificate");
+        let key = PrivateKeyDer::from_pem_file(pki.server_key()).expect("a PEM private key");
+        let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("the test certificate and key match");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a spare port for the TLS front");
+        let port = listener.local_addr().expect("a bound listener").port();
+        let backend = collector.addr;
+        let front = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A handshake the client abandons (an untrusted certificate) ends here.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    if let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    }
+                });
+            }
+        });
+        collector.tls = Some((port, front.abort_handle()));
+        collector
+    }
+
+    /// The `OTEL_EXPORTER_OTLP_ENDPOINT` of this collector: `https://localhost:<port>` in TLS
+    /// mode (the certificate's name), else `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match &self.tls {
+            Some((port, _)) => format!("https://localhost:{port}"),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The headers (gRPC metadata) of the last export request, names in lowercase.
+    pub fn last_headers(&self) -> HashMap<String, String> {
+        self.headers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The environment that points a binary at this collector, exporting every 100 ms.
@@ -256,6 +364,9 @@ impl Collector {
 
 impl Drop for Collector {
     fn drop(&mut self) {
+        if let Some((_, front)) = self.tls.take() {
+            front.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -45,13 +45,13 @@ const ORDERS_EXISTS: &str = "SELECT count(*) AS n FROM pg_tables WHERE tablename
 #[tokio::test]
 async fn migrations_go_up_down_and_up_again() {
     let db = TestDatabase::empty().await;
-    assert_eq!(migrations::pending(db.url()).await.unwrap().len(), 2);
+    assert_eq!(migrations::pending(db.url()).await.unwrap().len(), 3);
     assert_eq!(
         migrations::run_pending_locked(db.url())
             .await
             .unwrap()
             .len(),
-        2
+        3
     );
     assert!(migrations::pending(db.url()).await.unwrap().is_empty());
     assert_eq!(scalar(&db, ORDERS_EXISTS).await, 1);
@@ -64,7 +64,7 @@ async fn migrations_go_up_down_and_up_again() {
 
     migrations::revert_all(db.url()).await.unwrap();
     assert_eq!(scalar(&db, ORDERS_EXISTS).await, 0);
-    assert_eq!(migrations::pending(db.url()).await.unwrap().len(), 2);
+    assert_eq!(migrations::pending(db.url()).await.unwrap().len(), 3);
 
     migrations::run_pending_locked(db.url()).await.unwrap();
     assert!(migrations::pending(db.url()).await.unwrap().is_empty());
@@ -140,7 +140,7 @@ async fn pods_starting_together_migrate_once() {
     for run in runs {
         applied += run.await.unwrap();
     }
-    assert_eq!(applied, 2, "each migration applied by exactly one pod");
+    assert_eq!(applied, 3, "each migration applied by exactly one pod");
 }
 
 #[tokio::test]

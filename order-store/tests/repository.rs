@@ -359,7 +359,9 @@ async fn every_status_transition_is_allowed_or_refused_by_the_rules() {
                 .await
                 .unwrap()
                 .unwrap();
-            let result = orders::update_status(&mut conn, order.id, to).await;
+            let result = orders::update_status(&mut conn, order.id, to)
+                .await
+                .map(|changed| changed.order);
             if allowed.contains(&(from, to)) {
                 let updated = result.unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
                 assert_eq!(updated.status, to);
@@ -373,6 +375,7 @@ async fn every_status_transition_is_allowed_or_refused_by_the_rules() {
                         assert_eq!((f, t), (from, to));
                         let err = orders::update_status(&mut conn, order.id, to)
                             .await
+                            .map(|changed| changed.order)
                             .unwrap_err();
                         assert_eq!(
                             err.to_string(),
@@ -389,7 +392,9 @@ async fn every_status_transition_is_allowed_or_refused_by_the_rules() {
             }
         }
     }
-    let missing = orders::update_status(&mut conn, uuid::Uuid::new_v4(), OrderStatus::Paid).await;
+    let missing = orders::update_status(&mut conn, uuid::Uuid::new_v4(), OrderStatus::Paid)
+        .await
+        .map(|changed| changed.order);
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
 }
 
@@ -423,7 +428,12 @@ async fn fifty_concurrent_status_changes_follow_one_valid_path() {
             let to = targets[i % targets.len()];
             tokio::spawn(async move {
                 let mut conn = pool.get().await.unwrap();
-                (to, orders::update_status(&mut conn, order.id, to).await)
+                (
+                    to,
+                    orders::update_status(&mut conn, order.id, to)
+                        .await
+                        .map(|changed| changed.order),
+                )
             })
         })
         .collect();
@@ -472,6 +482,7 @@ async fn fifty_concurrent_notes_all_survive() {
                 let mut conn = pool.get().await.unwrap();
                 orders::append_note(&mut conn, order.id, &format!("note {i}"))
                     .await
+                    .map(|changed| changed.order)
                     .unwrap()
             })
         })
@@ -510,6 +521,7 @@ async fn notes_append_to_existing_instructions() {
         .unwrap();
     let updated = orders::append_note(&mut conn, order.id, "Ring twice")
         .await
+        .map(|changed| changed.order)
         .unwrap();
     let details = updated.fulfillment_details.unwrap();
     assert_eq!(
@@ -521,11 +533,13 @@ async fn notes_append_to_existing_instructions() {
         Some("Portland")
     );
     assert!(matches!(
-        orders::append_note(&mut conn, order.id, "  ").await,
+        orders::append_note(&mut conn, order.id, "  ").await.map(|changed| changed.order),
         Err(StoreError::Validation(e)) if e[0].field == "note"
     ));
     assert!(matches!(
-        orders::append_note(&mut conn, uuid::Uuid::new_v4(), "x").await,
+        orders::append_note(&mut conn, uuid::Uuid::new_v4(), "x")
+            .await
+            .map(|changed| changed.order),
         Err(StoreError::NotFound(_))
     ));
 }
@@ -536,7 +550,9 @@ async fn cancel_is_allowed_from_early_statuses_and_records_the_reason() {
     let mut conn = db.connection().await;
     for &status in OrderStatus::ALL {
         let order = order_with_status(&mut conn, status).await;
-        let result = orders::cancel(&mut conn, order.id, "customer asked").await;
+        let result = orders::cancel(&mut conn, order.id, "customer asked")
+            .await
+            .map(|changed| changed.order);
         if matches!(
             status,
             OrderStatus::Created | OrderStatus::Paid | OrderStatus::Processing
@@ -555,7 +571,9 @@ async fn cancel_is_allowed_from_early_statuses_and_records_the_reason() {
     }
     let order = order_with_status(&mut conn, OrderStatus::Paid).await;
     assert!(matches!(
-        orders::cancel(&mut conn, order.id, "").await,
+        orders::cancel(&mut conn, order.id, "")
+            .await
+            .map(|changed| changed.order),
         Err(StoreError::Validation(_))
     ));
 }
@@ -569,8 +587,9 @@ async fn fulfillment_updates_merge_into_the_details() {
         .await
         .unwrap();
 
-    let empty =
-        orders::update_fulfillment(&mut conn, order.id, &FulfillmentUpdate::default()).await;
+    let empty = orders::update_fulfillment(&mut conn, order.id, &FulfillmentUpdate::default())
+        .await
+        .map(|changed| changed.order);
     assert!(matches!(empty, Err(StoreError::Validation(_))));
 
     let date: DateTime<Utc> = instant::parse("2026-01-02T10:00:00Z").unwrap();
@@ -583,6 +602,7 @@ async fn fulfillment_updates_merge_into_the_details() {
         },
     )
     .await
+    .map(|changed| changed.order)
     .unwrap();
     let details = first.fulfillment_details.clone().unwrap();
     assert_eq!(
@@ -601,6 +621,7 @@ async fn fulfillment_updates_merge_into_the_details() {
         },
     )
     .await
+    .map(|changed| changed.order)
     .unwrap();
     let details = second.fulfillment_details.unwrap();
     assert_eq!(
@@ -619,7 +640,8 @@ async fn fulfillment_updates_merge_into_the_details() {
             ..FulfillmentUpdate::default()
         },
     )
-    .await;
+    .await
+    .map(|changed| changed.order);
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
 }
 

@@ -74,11 +74,7 @@ impl Executor {
     }
 
     /// Runs one request as `principal`: exact numbers in, spec field errors out.
-    async fn execute(
-        &self,
-        mut request: async_graphql::Request,
-        principal: Principal,
-    ) -> async_graphql::Response {
+    async fn execute(&self, mut request: async_graphql::Request, principal: Principal) -> Answer {
         request.variables = Variables::from_value(exact_numbers(
             std::mem::take(&mut request.variables).into_value(),
         ));
@@ -101,13 +97,29 @@ impl Executor {
             .execute(request.data(principal))
             .instrument(span)
             .await;
+        // A request error stops the request before execution: every field error carries the
+        // path of its field, a request error has none, and no data exists yet.
+        let executed = response.data != Value::Null
+            || response.errors.is_empty()
+            || response.errors.iter().any(|error| !error.path.is_empty());
+        // Errors async-graphql raises itself are the client's, classified as graphql-java
+        // classifies them: a document that does not parse is `InvalidSyntax`, one that fails
+        // validation (unknown fields, wrong variables, unknown operation, the depth and
+        // complexity limits) `ValidationError`; whatever it refuses once execution started
+        // is `BAD_REQUEST`, as the resolvers' own refusals are.
+        let classification = match (&document, executed) {
+            (None, false) => "InvalidSyntax",
+            (Some(_), false) => "ValidationError",
+            (_, true) => "BAD_REQUEST",
+        };
         for error in &mut response.errors {
-            // Errors async-graphql raises itself (syntax, unknown fields, limits) are the
-            // client's.
             let extensions = error.extensions.get_or_insert_with(Default::default);
             if extensions.get("classification").is_none() {
-                extensions.set("classification", "BAD_REQUEST");
+                extensions.set("classification", classification);
             }
+        }
+        if !executed {
+            return Answer::RequestError(response.errors);
         }
         if let Some(document) = &document {
             nulls::propagate(
@@ -117,8 +129,22 @@ impl Executor {
                 &self.types,
             );
         }
-        response
+        Answer::Executed(response)
     }
+}
+
+/// What a request is answered with. The GraphQL specification ("Response") leaves `data` out
+/// when an error stopped the request before execution started, and has it (possibly `null`)
+/// once execution ran; clients tell the two apart by it.
+enum Answer {
+    Executed(async_graphql::Response),
+    RequestError(Vec<ServerError>),
+}
+
+/// The body of an [`Answer::RequestError`]: the errors, and no `data` key at all.
+#[derive(serde::Serialize)]
+struct RequestErrors {
+    errors: Vec<ServerError>,
 }
 
 /// The span of one GraphQL operation, named as OpenTelemetry's GraphQL conventions say
@@ -175,8 +201,12 @@ pub async fn handle(
         )])
         .into());
     }
-    let response = state.graphql.execute(request, principal).await;
-    Ok(GraphQLResponse::from(response).into_response())
+    match state.graphql.execute(request, principal).await {
+        Answer::Executed(response) => Ok(GraphQLResponse::from(response).into_response()),
+        Answer::RequestError(errors) => {
+            Ok(warp::reply::json(&RequestErrors { errors }).into_response())
+        }
+    }
 }
 
 /// The one rendering of [`ApiError`] as a GraphQL error (classification, validation map).

@@ -423,7 +423,7 @@ async fn depth_and_complexity_are_limited() {
     let reply = graphql(&app, Some(&token), "{ nope }", json!({})).await;
     assert_eq!(
         reply.json()["errors"][0]["extensions"]["classification"],
-        "BAD_REQUEST"
+        "ValidationError"
     );
     // GraphiQL's introspection fits within the limits.
     let introspection = "query { __schema { queryType { name } types { kind name fields(includeDeprecated: true) { name args { name type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } } type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } } } } }";
@@ -455,7 +455,7 @@ async fn repeated_query_texts_are_answered_from_their_parsed_document_correctly(
     for _ in 0..2 {
         let error = error(&app, &token, "{ order(id: ", json!({})).await;
         assert_eq!(
-            error["extensions"]["classification"], "BAD_REQUEST",
+            error["extensions"]["classification"], "InvalidSyntax",
             "{error}"
         );
     }
@@ -511,7 +511,7 @@ async fn validation_is_cached_only_for_valid_documents() {
         let reply = graphql(&app, Some(&token), &query, json!({ "id": true })).await;
         let body = reply.json();
         assert!(body["errors"].is_array(), "{body}");
-        assert_eq!(body["data"], Value::Null, "{body}");
+        assert!(body.get("data").is_none(), "{body}");
         let reply = graphql(&app, Some(&token), &query, json!({})).await;
         assert!(reply.json()["errors"].is_array());
     }

@@ -6,6 +6,8 @@ mod binary;
 mod common;
 mod compat;
 mod graphql;
+mod graphql_requests;
 mod outage;
 mod rest;
 mod traces;
+mod traces_tls;

@@ -16,14 +16,14 @@ use crate::common::{send, variant, Reply, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-api");
 /// The caller's span, as a W3C traceparent.
-const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const CALLER_SPAN: &str = "00f067aa0ba902b7";
+pub(crate) const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+pub(crate) const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-fn traceparent() -> String {
+pub(crate) fn traceparent() -> String {
     format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
 }
 
-struct Api {
+pub(crate) struct Api {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -31,7 +31,7 @@ struct Api {
 
 impl Api {
     /// The binary on `db` with `env` added to a clean OpenTelemetry environment.
-    async fn start(db: &TestDatabase, name: &str, env: &[(String, String)]) -> Api {
+    pub(crate) async fn start(db: &TestDatabase, name: &str, env: &[(String, String)]) -> Api {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
@@ -82,7 +82,7 @@ impl Api {
     }
 
     /// `GET path`, with the caller's `traceparent` when given.
-    async fn get(&self, path: &str, traceparent: Option<&str>) -> Reply {
+    pub(crate) async fn get(&self, path: &str, traceparent: Option<&str>) -> Reply {
         let headers: Vec<(&str, &str)> = traceparent
             .map(|t| ("traceparent", t))
             .into_iter()
@@ -91,7 +91,7 @@ impl Api {
     }
 
     /// SIGTERM and the exit, which flushes the last spans.
-    async fn stop(mut self) -> String {
+    pub(crate) async fn stop(mut self) -> String {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -111,7 +111,7 @@ impl Drop for Api {
     }
 }
 
-async fn stored_order(db: &TestDatabase) -> uuid::Uuid {
+pub(crate) async fn stored_order(db: &TestDatabase) -> uuid::Uuid {
     let order = variant("immediate-minimal", 7, None, chrono::Utc::now());
     let mut conn = db.connection().await;
     orders::insert_if_absent(&mut conn, std::slice::from_ref(&order))
@@ -120,7 +120,7 @@ async fn stored_order(db: &TestDatabase) -> uuid::Uuid {
     order.id
 }
 
-fn find<'a>(spans: &'a [ReceivedSpan], name: &str) -> Option<&'a ReceivedSpan> {
+pub(crate) fn find<'a>(spans: &'a [ReceivedSpan], name: &str) -> Option<&'a ReceivedSpan> {
     spans.iter().find(|s| s.name == name)
 }
 
@@ -189,11 +189,19 @@ async fn a_rest_read_continues_the_callers_trace_over_grpc() {
             "{db_span:#?}"
         );
     }
-    let statuses: Vec<Option<&str>> = server
+    // An integer, as the HTTP conventions type it, so that `>= 500` queries match it.
+    let statuses: Vec<Option<i64>> = server
         .iter()
-        .map(|s| s.attribute("http.response.status_code"))
+        .map(|s| s.int_attribute("http.response.status_code"))
         .collect();
-    assert!(statuses.contains(&Some("200")) && statuses.contains(&Some("404")));
+    assert!(
+        statuses.contains(&Some(200)) && statuses.contains(&Some(404)),
+        "{server:#?}"
+    );
+    // The trace id is the span's own; it is not repeated as an attribute.
+    for span in &server {
+        assert_eq!(span.attribute("trace_id"), None, "{span:#?}");
+    }
     api.stop().await;
 }
 
@@ -240,6 +248,16 @@ async fn a_graphql_mutation_is_named_and_logged_with_its_trace_over_http_protobu
     let update = find(&spans, "UPDATE orders").unwrap();
     assert_eq!(update.parent_span_id, operation.span_id, "{spans:#?}");
     assert_eq!(update.trace_id, CALLER_TRACE);
+    // The change's OrderUpdated event carries the trace context of the operation that made it.
+    let outbox = order_store::outbox::oldest(&mut db.connection().await, 10)
+        .await
+        .unwrap();
+    assert_eq!(outbox.len(), 1, "{outbox:?}");
+    assert_eq!(
+        outbox[0].traceparent.as_deref(),
+        Some(format!("00-{CALLER_TRACE}-{}-01", operation.span_id).as_str()),
+        "{spans:#?}"
+    );
 
     // The request's log line carries the ids of the span it was written in.
     let logs = api.stop().await;

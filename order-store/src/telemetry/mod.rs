@@ -4,12 +4,16 @@
 //! order-service's Java agent reads, so a deployment keeps its environment:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (no endpoint: no
 //! export, and no tracing layer at all, so it costs nothing), `OTEL_EXPORTER_OTLP_PROTOCOL`
-//! (`grpc` or `http/protobuf`), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_EXPORTER`
+//! (`grpc` or `http/protobuf`), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE` (the trace-specific `OTEL_EXPORTER_OTLP_TRACES_*` forms of
+//! these win), `OTEL_TRACES_EXPORTER`
 //! (`otlp` or `none`), `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 //! `OTEL_TRACES_SAMPLER` / `_ARG`, `OTEL_PROPAGATORS` and the batch processor's `OTEL_BSP_*`.
 //!
 //! Export is batched on the runtime and never waits on the collector: a full queue drops spans,
 //! and a collector that is down costs a warning per failed export, never a request or an order.
+//! An `https://` collector is verified like every other TLS peer of the service
+//! ([`collector_tls`]); one whose certificate is not trusted is one warning line and no export.
 //!
 //! `RUST_LOG` filters the log lines only; the spans exported are this service's own (the
 //! `order_*` crates) at `debug` and above, whatever the log level, so that turning logs down
@@ -33,8 +37,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::process::LogFormat;
 
+pub mod collector_tls;
 mod json_logs;
 
+use collector_tls::{CheckedExporter, CollectorCertificate, CollectorTls};
 use json_logs::JsonWithTraceIds;
 
 /// The OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
@@ -62,7 +68,23 @@ pub enum TraceExport {
         protocol: OtlpProtocol,
         endpoint: String,
         propagators: Vec<&'static str>,
+        /// How long one export may take (`OTEL_EXPORTER_OTLP_TIMEOUT`, default 10 s).
+        timeout: Duration,
+        /// The CAs an `https://` collector must chain to, when not the default roots.
+        certificate: Option<CollectorCertificate>,
     },
+}
+
+/// The value of the trace-specific form of `OTEL_EXPORTER_OTLP_<suffix>`, else of the general
+/// one, with the name of the variable it came from.
+fn signal_or_general(
+    get: &impl Fn(&str) -> Option<String>,
+    traces: &'static str,
+    general: &'static str,
+) -> Option<(&'static str, String)> {
+    get(traces)
+        .map(|v| (traces, v))
+        .or_else(|| get(general).map(|v| (general, v)))
 }
 
 /// Reads the trace settings from `var` (the environment, or a map in tests). A value that is
@@ -91,13 +113,53 @@ pub fn trace_export(var: impl Fn(&str) -> Option<String>) -> Result<TraceExport,
     else {
         return Ok(TraceExport::Off("no OTEL_EXPORTER_OTLP_ENDPOINT"));
     };
-    // Neither exporter client is built with TLS: in-cluster collectors listen on plain http.
     // Refused here, as one line at start-up, rather than as an export error every 5 s.
-    if !endpoint.to_ascii_lowercase().starts_with("http://") {
+    let scheme = endpoint
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("http" | "https")) {
         return Err(format!(
-            "OTLP endpoint {endpoint:?} is not supported: use the collector's http:// endpoint"
+            "OTLP endpoint {endpoint:?} is not supported: use the collector's http:// or \
+             https:// URL"
         ));
     }
+    for unsupported in [
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+    ] {
+        if get(unsupported).is_some() {
+            return Err(format!(
+                "{unsupported} is not supported: the OTLP exporter presents no client \
+                 certificate (send credentials in OTEL_EXPORTER_OTLP_HEADERS)"
+            ));
+        }
+    }
+    let certificate = signal_or_general(
+        &get,
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    )
+    .map(|(variable, path)| CollectorCertificate {
+        variable,
+        path: path.into(),
+    });
+    let timeout = match signal_or_general(
+        &get,
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ) {
+        None => Duration::from_secs(10),
+        Some((variable, value)) => match value.parse::<u64>() {
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => {
+                return Err(format!(
+                    "{variable} {value:?} is not supported: use a number of milliseconds"
+                ))
+            }
+        },
+    };
     let protocol_var = if get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").is_some() {
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
     } else {
@@ -137,6 +199,8 @@ pub fn trace_export(var: impl Fn(&str) -> Option<String>) -> Result<TraceExport,
         protocol,
         endpoint,
         propagators,
+        timeout,
+        certificate,
     })
 }
 
@@ -183,17 +247,28 @@ pub fn init(
             .map_err(|e| format!("invalid default log filter {default_filter:?}: {e}"))?,
     };
     let export = trace_export(|name| std::env::var(name).ok())?;
-    let provider = match &export {
-        TraceExport::Off(_) => None,
+    let (provider, collector_tls) = match &export {
+        TraceExport::Off(_) => (None, None),
         TraceExport::Otlp {
             protocol,
+            endpoint,
             propagators,
-            ..
-        } => Some(tracer_provider(
-            *protocol,
-            propagators,
-            default_service_name,
-        )?),
+            timeout,
+            certificate,
+        } => {
+            let collector_tls = if endpoint.to_ascii_lowercase().starts_with("https://") {
+                let alpn: &[u8] = match protocol {
+                    OtlpProtocol::Grpc => b"h2",
+                    OtlpProtocol::HttpProtobuf => b"http/1.1",
+                };
+                Some(CollectorTls::new(endpoint, certificate.as_ref(), alpn)?)
+            } else {
+                None
+            };
+            let exporter = span_exporter(*protocol, endpoint, *timeout, collector_tls.clone())?;
+            let provider = tracer_provider(exporter, propagators, default_service_name);
+            (Some(provider), collector_tls)
+        }
     };
     let logs = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -236,27 +311,63 @@ pub fn init(
             protocol, endpoint, ..
         } => tracing::info!(protocol = protocol.as_str(), %endpoint, "exporting traces over OTLP"),
     }
+    if let Some(collector_tls) = collector_tls {
+        collector_tls.check_in_background();
+    }
     Ok(Telemetry { provider })
 }
 
-fn tracer_provider(
+/// The OTLP exporter for `protocol`. The exporter reads the endpoint, headers, timeout and
+/// compression variables itself; for an `https://` endpoint it is handed a client that
+/// connects through `tls`.
+fn span_exporter(
     protocol: OtlpProtocol,
-    propagators: &[&str],
-    default_service_name: &str,
-) -> Result<SdkTracerProvider, String> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig as _};
-    // The exporter reads the endpoint, headers, timeout and compression variables itself.
-    let exporter = match protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_protocol(Protocol::Grpc)
-            .build(),
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+    endpoint: &str,
+    timeout: Duration,
+    tls: Option<std::sync::Arc<CollectorTls>>,
+) -> Result<CheckedExporter, String> {
+    use opentelemetry_otlp::WithTonicConfig as _;
+    use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    let exporter = match (protocol, &tls) {
+        (OtlpProtocol::Grpc, None) => builder.with_tonic().with_protocol(Protocol::Grpc).build(),
+        (OtlpProtocol::Grpc, Some(tls)) => {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+                .map_err(|e| format!("OTLP endpoint {endpoint:?} is not a URL: {e}"))?
+                .timeout(timeout)
+                .connect_with_connector_lazy(tls.connector());
+            builder
+                .with_tonic()
+                .with_protocol(Protocol::Grpc)
+                .with_channel(channel)
+                .build()
+        }
+        (OtlpProtocol::HttpProtobuf, None) => builder
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .build(),
+        (OtlpProtocol::HttpProtobuf, Some(tls)) => builder
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_http_client(opentelemetry_http::hyper::HyperClient::new(
+                tls.connector(),
+                timeout,
+                None,
+            ))
+            .build(),
     }
     .map_err(|e| format!("cannot set up OTLP trace export: {e}"))?;
+    Ok(CheckedExporter {
+        inner: exporter,
+        tls,
+    })
+}
+
+fn tracer_provider(
+    exporter: CheckedExporter,
+    propagators: &[&str],
+    default_service_name: &str,
+) -> SdkTracerProvider {
     let processor =
         BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
     let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
@@ -280,10 +391,10 @@ fn tracer_provider(
     // OpenTelemetry's one process-wide propagator: what every OTel library reads, set once here.
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(composite));
     // The sampler comes from OTEL_TRACES_SAMPLER / _ARG (the SDK's default config reads them).
-    Ok(SdkTracerProvider::builder()
+    SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_resource(resource.build())
-        .build())
+        .build()
 }
 
 /// The span of one database call on `orders` (OpenTelemetry's database conventions): named
@@ -318,6 +429,23 @@ pub fn remote_span_context(traceparent: &str, tracestate: Option<&str>) -> Optio
     span_context.is_valid().then(|| span_context.clone())
 }
 
+/// The W3C `traceparent` of the current span, when it is traced: what an event made in this
+/// span carries so that its consumers' traces link back to the request that made it.
+pub fn current_traceparent() -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    })
+}
+
 /// The trace id (32 hex digits) of the current span, when one is being traced.
 pub fn current_trace_id() -> Option<String> {
     opentelemetry::Context::map_current(|context| {
@@ -330,107 +458,4 @@ pub fn current_trace_id() -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn export(vars: &[(&str, &str)]) -> Result<TraceExport, String> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        trace_export(|name| vars.get(name).cloned())
-    }
-
-    #[test]
-    fn no_endpoint_means_no_export() {
-        assert_eq!(
-            export(&[]),
-            Ok(TraceExport::Off("no OTEL_EXPORTER_OTLP_ENDPOINT"))
-        );
-        assert_eq!(
-            export(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
-            Ok(TraceExport::Off("no OTEL_EXPORTER_OTLP_ENDPOINT"))
-        );
-    }
-
-    #[test]
-    fn the_platform_settings_export_over_grpc() {
-        let got = export(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_PROPAGATORS", "tracecontext,baggage"),
-        ]);
-        assert_eq!(
-            got,
-            Ok(TraceExport::Otlp {
-                protocol: OtlpProtocol::Grpc,
-                endpoint: "http://tempo:4317".to_owned(),
-                propagators: vec!["tracecontext", "baggage"],
-            })
-        );
-    }
-
-    #[test]
-    fn signal_specific_settings_win_and_http_protobuf_is_the_default() {
-        let got = export(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
-            (
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                "http://b:4318/v1/traces",
-            ),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
-        ]);
-        assert!(
-            matches!(got, Ok(TraceExport::Otlp { protocol: OtlpProtocol::HttpProtobuf, ref endpoint, .. }) if endpoint == "http://b:4318/v1/traces")
-        );
-        let got = export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318")]);
-        assert!(matches!(
-            got,
-            Ok(TraceExport::Otlp {
-                protocol: OtlpProtocol::HttpProtobuf,
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn exporter_none_and_sdk_disabled_turn_export_off() {
-        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317");
-        assert!(matches!(
-            export(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]),
-            Ok(TraceExport::Off(_))
-        ));
-        assert!(matches!(
-            export(&[endpoint, ("OTEL_SDK_DISABLED", "true")]),
-            Ok(TraceExport::Off(_))
-        ));
-    }
-
-    #[test]
-    fn unknown_values_are_configuration_errors() {
-        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317");
-        assert_eq!(
-            export(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
-            Err("OTEL_EXPORTER_OTLP_PROTOCOL \"http/json\" is not supported: use grpc or http/protobuf".to_owned())
-        );
-        assert!(export(&[endpoint, ("OTEL_TRACES_EXPORTER", "zipkin")]).is_err());
-        assert!(export(&[endpoint, ("OTEL_PROPAGATORS", "b3")]).is_err());
-        assert!(export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://tempo:4317")]).is_err());
-    }
-
-    #[test]
-    fn traceparent_becomes_a_remote_span_context() {
-        let context = remote_span_context(
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            Some("congo=t61rcWkgMzE"),
-        );
-        let context = context.expect("a valid traceparent");
-        assert_eq!(
-            context.trace_id().to_string(),
-            "0af7651916cd43dd8448eb211c80319c"
-        );
-        assert!(context.is_remote());
-        assert!(remote_span_context("00-zz-b7ad6b7169203331-01", None).is_none());
-    }
-}
+mod tests;

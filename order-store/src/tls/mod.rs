@@ -68,7 +68,7 @@ pub fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-fn read_pem_certs(path: &Path, origin: &'static str) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read_pem_certs(path: &Path, origin: &'static str) -> Result<Vec<u8>, TlsError> {
     let pem = std::fs::read(path).map_err(|e| TlsError::Read {
         path: path.display().to_string(),
         origin,
@@ -103,7 +103,9 @@ fn cert_file_pem() -> Result<Option<Vec<u8>>, TlsError> {
     }
 }
 
-fn store_from(certs: impl IntoIterator<Item = CertificateDer<'static>>) -> RootCertStore {
+pub(crate) fn store_from(
+    certs: impl IntoIterator<Item = CertificateDer<'static>>,
+) -> RootCertStore {
     let mut store = RootCertStore::empty();
     // A platform root that webpki cannot use (an old, odd one) is skipped, as every client does.
     store.add_parsable_certificates(certs);
