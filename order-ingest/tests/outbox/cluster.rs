@@ -63,7 +63,9 @@ async fn the_relay_publishes_every_change_to_a_redis_cluster() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(events.len(), 20, "each change once");
-    assert!(events.iter().all(|(subject, _)| *subject == order.id.to_string()));
+    assert!(events
+        .iter()
+        .all(|(subject, _)| *subject == order.id.to_string()));
     assert!(
         events.windows(2).all(|w| w[0].1 < w[1].1),
         "in commit order: {events:?}"
