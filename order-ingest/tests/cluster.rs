@@ -428,3 +428,41 @@ async fn rediss_to_a_tls_cluster_announcing_host_names() {
     let line = refusal("order-ingest", &run(wrong).await);
     assert!(line.contains("UnknownIssuer"), "{line}");
 }
+
+/// SIGTERM while the read is parked in a long BLOCK on the stream's master: the `CLIENT
+/// UNBLOCK` reaches that node (the worker's `REDIS_URL` names another), so the process exits
+/// promptly instead of waiting the BLOCK out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_parked_in_a_long_block_on_a_cluster_exits_promptly() {
+    let cluster = RedisCluster::start();
+    let (db, pool) = database().await;
+    let url = cluster.url(cluster.other_master(KEY));
+    let stream = TestStream::on_cluster(&url, KEY);
+    let port = free_port();
+    let mut cmd = worker(db.url(), &stream, &url, "pod-idle", port);
+    cmd.env("ORDER_BLOCK_MS", "60000");
+    let mut pod = spawn(cmd, "cluster-idle");
+    wait_until(WAIT, "ready", || ready(port)).await;
+    publish_mix(&stream, 1);
+    wait_rows(&pool, 1, WAIT).await;
+    // Parked again in its 60 s read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pod.0.id().to_string()])
+        .status();
+    let status = loop {
+        if let Some(status) = pod.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < WAIT, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(stream.pending("order-service"), 0);
+}
