@@ -261,6 +261,16 @@ if any(ing.values()):
           f"{num(get(i, 'rows'))} | {get(i, 'dead_lettered')} | {num(get(i, 'cpu_seconds'), 1)} s | "
           f"{mib(get(i, 'hwm_kb'))} |")
     w("")
+    cl = load("ingest_cluster_w2")
+    if cl:
+        single = ing.get(2)
+        w(f"Through a Redis Cluster (a private local cluster of 3 masters and 3 replicas, "
+          "`deploy/local/redis-cluster.sh`; the same events on one of its masters, 2 workers whose `REDIS_URL` "
+          f"names that node, talking to it through redis-rs's cluster client): {num(get(cl, 'rows_per_s'))} events/s "
+          f"in {num(get(cl, 'seconds'), 2)} s ({num(get(cl, 'rows'))} rows, {get(cl, 'dead_lettered')} dead-lettered), "
+          f"against {num(get(single, 'rows_per_s')) if single else 'n/a'} events/s with 2 workers on the single "
+          f"server above ({fmt_ratio(ratio(get(cl, 'rows_per_s'), get(single, 'rows_per_s'))) if single else 'n/a'}).")
+        w("")
 
 w("### The database ceiling")
 w("")

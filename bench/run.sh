@@ -12,7 +12,8 @@
 #               listing's page and count queries in its transaction (bench/pgbench_listing.sql),
 #               and PostGraphile 4.14 serving the same table (one process and one per core).
 #   2. ingest:  preloads N events (order-ingest publish-sample) into a fresh stream and times
-#               order-ingest draining it with 1, 2 and 4 workers; side by side the database
+#               order-ingest draining it with 1, 2 and 4 workers, and with 2 workers through a
+#               private local Redis Cluster (deploy/local/redis-cluster.sh); side by side the database
 #               ceiling: the same rows inserted directly (order-bench insert) in each of the
 #               three idempotent forms (the ingest's multi-row INSERT ... VALUES, INSERT ...
 #               SELECT FROM unnest(<one array per column>), binary COPY into a temporary table
@@ -114,6 +115,9 @@ export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-
 DB="${BENCH_DB:-order_bench}"
 export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB" PGDATABASE="$DB"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+# The cluster drain points REDIS_URL at its private cluster for a while; cleanup uses this one.
+SHARED_REDIS_URL="$REDIS_URL"
+CLUSTER_DIR=""
 PORT_BASE="${BENCH_PORT_BASE:-18080}"
 API_ADDR="127.0.0.1:$((PORT_BASE + 8))"
 PG_GRAPHILE_PORT=$((PORT_BASE + 5))
@@ -138,8 +142,9 @@ cleanup() {
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
   replica_cleanup
   if command -v redis-cli >/dev/null; then
-    for key in "${KEYS[@]}"; do redis-cli -u "$REDIS_URL" DEL "$key" "$key:dlq" >/dev/null 2>&1 || true; done
+    for key in "${KEYS[@]}"; do redis-cli -u "$SHARED_REDIS_URL" DEL "$key" "$key:dlq" >/dev/null 2>&1 || true; done
   fi
+  if [ -n "$CLUSTER_DIR" ]; then bash "$ROOT/deploy/local/redis-cluster.sh" stop "$CLUSTER_DIR" >/dev/null 2>&1 || true; fi
   psql -d postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   [ "$status" -eq 0 ] || log "exit status $status; logs in $OUT"
   exit "$status"
@@ -509,6 +514,7 @@ ingest_phase() {
     # The second drain's stream is the latency phase's source.
     if [ "$w" != 2 ]; then redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null; fi
   done
+  cluster_drain
   if [ "$PROFILE" = 1 ]; then
     local n=$(( EVENTS < 50000 ? EVENTS : 50000 ))
     key="$PREFIX:profile"
@@ -518,6 +524,38 @@ ingest_phase() {
     drain 1 "$key" ingest_profile 1
     redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null
   fi
+}
+
+# The same drain through a Redis Cluster: a private 3-master/3-replica cluster
+# (deploy/local/redis-cluster.sh, ports PORT_BASE+100..105 and their bus ports +10000), the stream
+# on one of its masters, 2 workers whose REDIS_URL names that node (they find out it is a cluster
+# node themselves, --redis-mode auto, and talk to it through the cluster client). Compared with
+# the 2-worker drain on the single server above.
+cluster_drain() {
+  local ports=() p owner="" key="$PREFIX:cluster"
+  for p in $(seq $((PORT_BASE + 100)) $((PORT_BASE + 105))); do ports+=("$p"); done
+  CLUSTER_DIR="$OUT/redis-cluster"
+  log "starting a private Redis Cluster on ports ${ports[*]}"
+  echo "bash deploy/local/redis-cluster.sh start DIR ${ports[*]}" >> "$OUT/commands.txt"
+  bash "$ROOT/deploy/local/redis-cluster.sh" start "$CLUSTER_DIR" "${ports[@]}" > "$OUT/redis-cluster.log" 2>&1 \
+    || die "the Redis Cluster did not start (see $OUT/redis-cluster.log)"
+  # The master serving the key's slot is the node that answers XLEN instead of MOVED.
+  for p in "${ports[@]}"; do
+    if [[ "$(redis-cli -p "$p" XLEN "$key" 2>/dev/null)" =~ ^[0-9]+$ ]]; then owner="$p"; break; fi
+  done
+  [ -n "$owner" ] || die "no node of the cluster serves $key"
+  REDIS_URL="redis://127.0.0.1:$owner"
+  export REDIS_URL
+  log "preloading $EVENTS events into $key on the cluster"
+  preload "$key" "$EVENTS"
+  echo "{\"events\":$EVENTS,\"events_per_s\":$PUBLISH_RATE}" > "$OUT/publish_cluster.json"
+  echo "REDIS_URL=redis://127.0.0.1:$owner order-ingest --stream-key $key ...   # x2, through the cluster" >> "$OUT/commands.txt"
+  log "draining with 2 workers through the cluster"
+  drain 2 "$key" ingest_cluster_w2
+  REDIS_URL="$SHARED_REDIS_URL"
+  export REDIS_URL
+  bash "$ROOT/deploy/local/redis-cluster.sh" stop "$CLUSTER_DIR" > /dev/null 2>&1 || true
+  CLUSTER_DIR=""
 }
 
 # -------------------------------------------------------------------------- latency phase

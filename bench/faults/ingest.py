@@ -15,8 +15,10 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import redis
+import redis.cluster
 
 import events as ev
+from cluster import PrivateRedisCluster
 from infra import Proxy, free_port, kill9, log, spawn, stop
 
 GROUP = "order-service"
@@ -27,9 +29,10 @@ class Publisher(threading.Thread):
     connection error (Redis restarting) is never applied twice: the retry of an entry that did
     land is refused as "equal or smaller than the top item"."""
 
-    def __init__(self, url, key, planned, rate, base_ms):
+    def __init__(self, url, key, planned, rate, base_ms, cluster=False):
         super().__init__(daemon=True)
         self.url, self.key, self.planned, self.rate = url, key, planned, rate
+        self.cluster = cluster
         self.base_ms = base_ms
         self.ids: list[str] = []
         self.done = threading.Event()
@@ -45,7 +48,12 @@ class Publisher(threading.Thread):
             self.done.set()
 
     def _run(self):
-        r = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+        if self.cluster:
+            # redis-py's cluster client: every pipeline names the one stream key, so it goes
+            # whole to the node serving its slot, and follows a failover.
+            r = redis.cluster.RedisCluster.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+        else:
+            r = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
         start = time.monotonic()
         chunk = max(1, min(200, self.rate // 10 or 1))
         i = 0
@@ -63,7 +71,8 @@ class Publisher(threading.Thread):
                     if bad:
                         raise bad[0]
                     break
-                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as e:
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                        redis.exceptions.ClusterError, redis.exceptions.RedisClusterException) as e:
                     self.retries += 1
                     if self.retries > 600:
                         raise RuntimeError(f"publisher gave up: {e}") from e
@@ -195,12 +204,14 @@ def state(r, key):
         behind = None if group is None else (0 if group["last-delivered-id"] == last else 1)
         dlq = r.xlen(f"{key}:dlq")
         return pending, behind, dlq
-    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, redis.BusyLoadingError):
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, redis.BusyLoadingError,
+            redis.exceptions.ClusterError, redis.exceptions.RedisClusterException):
         return None, None, None
 
 
 def run_scenario(ctx, name: str, title: str) -> dict:
-    """Scenarios: kill (a), group (b), pg-restart (c), redis-restart (d), db-outage (e)."""
+    """Scenarios: kill (a), group (b), pg-restart (c), redis-restart (d), db-outage (e),
+    cluster-failover (f)."""
     args = ctx.args
     logdir = os.path.join(ctx.workdir, name)
     os.makedirs(logdir, exist_ok=True)
@@ -218,23 +229,34 @@ def run_scenario(ctx, name: str, title: str) -> dict:
     seed = args.seed + sum(map(ord, name))
     rng = random.Random(seed)
     plan = ev.plan(args.events, args.poison_pct, seed, f"F{name[:2].upper()}")
-    r = redis.Redis.from_url(rd.url, socket_timeout=10)
-    r.delete(key, f"{key}:dlq")
+    cluster = None
+    redis_url = rd.url
+    if name == "cluster-failover":
+        # A Redis Cluster of its own; the workers are given every node as a seed.
+        cluster = PrivateRedisCluster(ctx.workdir, ctx.root)
+        cluster.start()
+        redis_url = cluster.seeds()
+        r = redis.cluster.RedisCluster.from_url(cluster.url(cluster.ports[0]), socket_timeout=10)
+    else:
+        r = redis.Redis.from_url(rd.url, socket_timeout=10)
+        r.delete(key, f"{key}:dlq")
     # The group exists before anything is published, as checkout's stream and the
     # `order-service` group do in production (a consumer creates a missing group at `$`).
     r.xgroup_create(key, GROUP, id="0", mkstream=True)
     claim_ms = 3000
-    workers = Workers(ctx, rd.url, worker_db_url, key, logdir, claim_ms)
+    workers = Workers(ctx, redis_url, worker_db_url, key, logdir, claim_ms)
     names = ["w1", "w2", "w3"] if name == "group" else ["w1"]
     for n in names:
         workers.start(n)
     kills = restarts = 0
     notes = []
+    stalls: list[float | None] = []
 
     # Prelude: the orders whose numbers the conflict poison reuses, ingested before the run so
     # that "first one wins" is decided before any conflicting entry exists.
     base_ms = int(time.time() * 1000)
-    pre = Publisher(rd.url, key, plan.prelude, 1000, base_ms)
+    pub_url = cluster.url(cluster.ports[0]) if cluster else rd.url
+    pre = Publisher(pub_url, key, plan.prelude, 1000, base_ms, cluster=bool(cluster))
     pre.run()
     pre_ids = {p.order_id for p in plan.prelude}
     deadline = time.monotonic() + 60
@@ -247,7 +269,7 @@ def run_scenario(ctx, name: str, title: str) -> dict:
         notes.append("prelude not ingested within 60 s")
 
     duration = len(plan.events) / args.rate
-    pub = Publisher(rd.url, key, plan.events, args.rate, base_ms + 1)
+    pub = Publisher(pub_url, key, plan.events, args.rate, base_ms + 1, cluster=bool(cluster))
     t0 = time.monotonic()
     pub.start()
     fault_log = []
@@ -293,12 +315,31 @@ def run_scenario(ctx, name: str, title: str) -> dict:
         time.sleep(args.outage_s)
         proxy.heal()
         fault_log.append(f"database unreachable (silent) from {t}s for {args.outage_s}s")
+    elif name == "cluster-failover":
+        k, n = cluster.fail_over_twice(key, at, lambda: int(pg.psql(db, "SELECT count(*) FROM orders")),
+                                       lambda: not pub.done.is_set(), stalls, fault_log, notes)
+        kills += k
+        restarts += n
 
     pub.done.wait(duration * 3 + 300)
     published_at = time.monotonic() - t0
+    # On a cluster, a write the dying master had acknowledged but not yet replicated is gone with
+    # it: Redis lost it, not ingest. What is reconciled is what the stream kept.
+    kept = None
+    if cluster:
+        kept = set()
+        start = "-"
+        while True:
+            page = r.xrange(key, start, "+", count=10000)
+            if not page:
+                break
+            kept.update(sid.decode() if isinstance(sid, bytes) else sid for sid, _ in page)
+            start = "(" + (page[-1][0].decode() if isinstance(page[-1][0], bytes) else page[-1][0])
+    in_stream = (lambda sid: True) if kept is None else (lambda sid: sid in kept)
     # Drain: everything processed, nothing pending, bounded.
-    n_valid = len({p.order_id for p in plan.events if p.kind in ("valid", "republish")} | pre_ids)
-    n_poison = sum(1 for p in plan.events if p.kind in ev.POISON_KINDS)
+    n_valid = len({p.order_id for sid, p in zip(pub.ids, plan.events)
+                   if p.kind in ("valid", "republish") and in_stream(sid)} | pre_ids)
+    n_poison = sum(1 for sid, p in zip(pub.ids, plan.events) if p.kind in ev.POISON_KINDS and in_stream(sid))
     drain_deadline = time.monotonic() + args.drain_timeout
     drained = False
     while time.monotonic() < drain_deadline:
@@ -324,17 +365,20 @@ def run_scenario(ctx, name: str, title: str) -> dict:
     rows = db_rows(pg, db)
     stored_ids = [row["id"] for row in rows]
     expected_orders = {p.order_id: p.order for p in plan.prelude}
-    expected_orders.update({p.order_id: p.order for p in plan.events if p.kind in ("valid", "republish")})
+    published_orders = dict(expected_orders)
+    published_orders.update({p.order_id: p.order for p in plan.events if p.kind in ("valid", "republish")})
+    expected_orders.update({p.order_id: p.order for sid, p in by_sid.items()
+                            if p.kind in ("valid", "republish") and in_stream(sid)})
     poison_ids = {p.order_id for p in plan.events if p.kind in ev.POISON_KINDS and p.order_id}
     stored_set = set(stored_ids)
     lost = [i for i in expected_orders if i not in stored_set]
     doubled_rows = len(stored_ids) - len(set(stored_ids))
-    unexpected_rows = [i for i in stored_ids if i not in expected_orders]
+    unexpected_rows = [i for i in stored_ids if i not in published_orders]
     poison_in_db = [i for i in stored_ids if i in poison_ids]
     mismatched = {}
     for row in rows:
-        if row["id"] in expected_orders:
-            d = diff_order(expected_orders[row["id"]], row)
+        if row["id"] in published_orders:
+            d = diff_order(published_orders[row["id"]], row)
             if d:
                 mismatched[row["id"]] = d
     dlq_entries = r.xrange(f"{key}:dlq", "-", "+")
@@ -352,7 +396,7 @@ def run_scenario(ctx, name: str, title: str) -> dict:
             wrong_class.append((sid, p.kind, f.get("errorClass", b"").decode()))
         if f.get("payload") != p.payload:
             payload_changed.append(sid)
-    poison_sids = [sid for sid, p in by_sid.items() if p.kind in ev.POISON_KINDS]
+    poison_sids = [sid for sid, p in by_sid.items() if p.kind in ev.POISON_KINDS and in_stream(sid)]
     dlq_missing = [sid for sid in poison_sids if sid not in seen]
     dlq_doubled = sum(n - 1 for n in seen.values() if n > 1)
     pending, lag, _ = state(r, key)
@@ -373,6 +417,8 @@ def run_scenario(ctx, name: str, title: str) -> dict:
         "pending_after": pending, "lag_after": lag, "drained": drained,
         "publish_s": round(published_at, 1), "drain_s": round(drain_s, 1), "publisher_retries": pub.retries,
         "publisher_error": pub.error, "faults": fault_log, "notes": notes, "workers_crashed": died,
+        "stalls_s": [round(x, 1) if x is not None else None for x in stalls],
+        "lost_by_redis": (len(pub.ids) - sum(1 for sid in pub.ids if sid in kept)) if kept is not None else 0,
         "examples": {"lost": lost[:5], "dlq_missing": dlq_missing[:5], "wrong_class": wrong_class[:5],
                      "not_poison": not_poison[:5], "mismatch": dict(list(mismatched.items())[:3]),
                      "unexpected_rows": unexpected_rows[:5]},
@@ -383,10 +429,16 @@ def run_scenario(ctx, name: str, title: str) -> dict:
     log(f"scenario {name}: {'PASS' if ok else 'FAIL'} "
         + json.dumps({k: result[k] for k in ('events', 'kills', 'restarts', 'lost', 'doubled', 'misfiled',
                                               'field_mismatches', 'pending_after', 'drained')}))
+    if cluster:
+        ok = ok and kills == 2 and all(x is not None for x in stalls)
+        result["pass"] = ok
     # Clean up this scenario's keys and database (logs stay in the work dir).
     if not ctx.args.keep:
         try:
-            r.delete(key, f"{key}:dlq")
+            if cluster:
+                cluster.stop()
+            else:
+                r.delete(key, f"{key}:dlq")
             pg.drop_db(db)
         except Exception as e:  # noqa: BLE001
             log(f"cleanup of {name} failed: {e}")

@@ -13,11 +13,14 @@
 # are kept as the run that wrote them left them (the report's run table says which run wrote what).
 #
 # Stages (--stages, default all):
-#   ingest        5 scenarios (--scenarios kill,group,pg-restart,redis-restart,db-outage): events
-#                 with 1% poison published while a worker is SIGKILLed 10 times / one of three workers
-#                 dies for good / PostgreSQL restarts / Redis (AOF) restarts / the database is silent
-#                 for 20 s; then orderdb, the DLQ and the pending list are reconciled with what was
-#                 published (lost, doubled, misfiled, field differences).
+#   ingest        6 scenarios (--scenarios kill,group,pg-restart,redis-restart,db-outage,cluster-failover):
+#                 events with 1% poison published while a worker is SIGKILLed 10 times / one of three
+#                 workers dies for good / PostgreSQL restarts / Redis (AOF) restarts / the database is
+#                 silent for 20 s / on a private Redis Cluster (deploy/local/redis-cluster.sh; its ports
+#                 and their bus ports +10000 must be free) the stream's master is SIGKILLed twice;
+#                 then orderdb, the DLQ and the pending list are reconciled with what was published
+#                 (lost, doubled, misfiled, field differences; for the cluster, with what the stream
+#                 kept) and the cluster scenario reports how long consumption stalled.
 #   api           wrk load (reads + writes) while PostgreSQL is stopped for 5 s; statuses, socket
 #                 errors, and a 100 ms probe for the outage and the recovery time.
 #   security      401/403 on every route, forged/expired/misaddressed tokens, SQL metacharacters

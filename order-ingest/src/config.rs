@@ -10,6 +10,8 @@ pub use order_store::process::LogFormat;
 use order_store::DbArgs;
 use uuid::Uuid;
 
+use crate::client::RedisClient;
+pub use crate::client::RedisMode;
 use crate::retry::Timeouts;
 
 /// Consumes checkout's OrderCompleted events from a Redis stream into orderdb.
@@ -85,8 +87,11 @@ pub enum DlqCommand {
         #[arg(long, env = "DLQ_LIST_COUNT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         count: u64,
     },
-    /// Put dead letters back on the stream (checkout's field layout, payload verbatim) and
-    /// remove them from the dead-letter stream, atomically per entry.
+    /// Put dead letters back on the stream (checkout's field layout, payload verbatim), then
+    /// remove each from the dead-letter stream. Two steps per entry, not one transaction (on a
+    /// Redis Cluster the two streams are in different hash slots): a crash between them leaves
+    /// the entry in the dead-letter stream too, so a later redrive publishes it twice; the
+    /// idempotent insert stores its order once.
     Redrive {
         /// Dead-letter ids to redrive (as `dlq list` shows them); repeatable.
         #[arg(
@@ -134,7 +139,8 @@ pub struct BackfillArgs {
 /// The consumer's Redis side.
 #[derive(Debug, Clone, Args)]
 pub struct StreamArgs {
-    /// Redis URL.
+    /// Redis URL: one server, or any node of a Redis Cluster, or several comma-separated seed
+    /// nodes of one cluster (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`).
     #[arg(
         long,
         env = "REDIS_URL",
@@ -142,6 +148,11 @@ pub struct StreamArgs {
         hide_env_values = true
     )]
     pub redis_url: String,
+
+    /// `auto` asks the server at start-up whether it is a Redis Cluster node (`INFO cluster`);
+    /// `standalone` or `cluster` say so, and a server that disagrees stops the start-up.
+    #[arg(long, env = "REDIS_MODE", value_enum, default_value_t = RedisMode::Auto)]
+    pub redis_mode: RedisMode,
 
     /// The stream checkout publishes to; dead letters go to `<stream>:dlq`.
     #[arg(long, env = "ORDER_STREAM_KEY", default_value = "orders:completed")]
@@ -193,6 +204,7 @@ impl StreamArgs {
     pub fn new(redis_url: &str, stream_key: &str, consumer_name: &str) -> Self {
         Self {
             redis_url: redis_url.to_owned(),
+            redis_mode: RedisMode::Auto,
             stream_key: stream_key.to_owned(),
             consumer_group: "order-service".to_owned(),
             consumer_name: Some(consumer_name.to_owned()),
@@ -204,6 +216,11 @@ impl StreamArgs {
             group_start: "0".to_owned(),
             timeouts: Timeouts::default(),
         }
+    }
+
+    /// A client of the Redis `--redis-url` names, in `--redis-mode`.
+    pub fn redis_client(&self) -> redis::RedisResult<RedisClient> {
+        RedisClient::new(&self.redis_url, self.redis_mode)
     }
 
     pub fn dlq_key(&self) -> String {

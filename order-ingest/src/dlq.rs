@@ -192,10 +192,13 @@ pub struct RedriveSummary {
 }
 
 /// Puts a dead letter back on the main stream with checkout's field layout (`eventId`,
-/// `eventType`, `payload` verbatim) and removes it from the dead-letter stream, both in one
-/// MULTI/EXEC: the dead letter disappears only together with the republished entry, so a
-/// failure leaves it where it was. Ingest inserts idempotently, so a redriven order that did
-/// make it in the meantime is simply counted as a duplicate.
+/// `eventType`, `payload` verbatim), then removes it from the dead-letter stream: two commands,
+/// because on a Redis Cluster the stream and its dead-letter stream live in different hash
+/// slots, where one `MULTI` over both is refused (`CROSSSLOT`). The dead letter is deleted only
+/// after the republished entry is in the stream, so a failure never loses one; a failure (or a
+/// crash) between the two leaves it in the dead-letter stream as well, and redriving it again
+/// republishes it once more. Ingest inserts idempotently, so an order redriven twice is stored
+/// once (the second copy counts as a duplicate).
 pub async fn redrive_one(
     conn: &mut crate::stream::RedisConn,
     stream_key: &str,
@@ -204,10 +207,8 @@ pub async fn redrive_one(
     letter: &StoredDeadLetter,
 ) -> Result<(), crate::stream::RedisFailure> {
     let payload = letter.fields.get("payload").map_or(&[][..], Vec::as_slice);
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("XADD")
-        .arg(stream_key)
+    let mut add = redis::cmd("XADD");
+    add.arg(stream_key)
         .arg("*")
         .arg("eventId")
         .arg(letter.field("eventId").unwrap_or_default())
@@ -218,11 +219,9 @@ pub async fn redrive_one(
                 .unwrap_or_else(|| default_event_type.to_owned()),
         )
         .arg("payload")
-        .arg(payload)
-        .ignore()
-        .cmd("XDEL")
-        .arg(dlq_key)
-        .arg(&letter.id)
-        .ignore();
-    conn.pipe::<()>(&pipe).await
+        .arg(payload);
+    conn.query::<String>(&add).await?;
+    conn.query::<u64>(&redis::Cmd::xdel(dlq_key, &[&letter.id]))
+        .await
+        .map(drop)
 }

@@ -16,6 +16,7 @@ use redis::streams::{
 };
 use redis::Cmd;
 
+use crate::client::RedisClient;
 use crate::config::StreamArgs;
 use crate::metrics::RedisErrors;
 use crate::retry::{READ_MARGIN, REDIS_COMMAND};
@@ -44,26 +45,33 @@ pub struct Claimed {
 
 /// Wakes the read parked in `BLOCK` on the reader connection, from another task.
 pub struct Waker {
-    client: redis::Client,
+    client: RedisClient,
+    stream: String,
     client_id: Arc<AtomicI64>,
 }
 
 impl Waker {
     pub async fn wake(&self) {
-        unblock(&self.client, self.client_id.load(Ordering::SeqCst)).await;
+        unblock(
+            &self.client,
+            &self.stream,
+            self.client_id.load(Ordering::SeqCst),
+        )
+        .await;
     }
 }
 
 impl Group {
     pub fn new(args: &StreamArgs, consumer: String) -> Result<Self, redis::RedisError> {
-        let client = crate::tls::redis_client(args.redis_url.as_str())?;
+        let client = args.redis_client()?;
         Ok(Self {
             stream: args.stream_key.clone(),
             name: args.consumer_group.clone(),
             consumer,
             count: args.batch_size as usize,
             block_ms: usize::try_from(args.block_ms).unwrap_or(usize::MAX),
-            reader: RedisConn::new(client.clone(), args.block() + READ_MARGIN),
+            reader: RedisConn::new(client.clone(), args.block() + READ_MARGIN)
+                .home_key(&args.stream_key),
             writer: RedisConn::new(client, REDIS_COMMAND),
         })
     }
@@ -84,6 +92,7 @@ impl Group {
     pub fn waker(&self) -> Waker {
         Waker {
             client: self.reader.client().clone(),
+            stream: self.stream.clone(),
             client_id: self.reader.client_id(),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod backfill;
 pub mod batch;
+pub mod client;
 pub mod config;
 pub mod consumer;
 pub mod dlq;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use order_ingest::client::{ModeError, RedisClient};
 use order_ingest::config::{BackfillArgs, Cli, Command, DlqCommand, StreamArgs};
 use order_ingest::metrics::{self, Probe};
 use order_ingest::retry::{self, REDIS_COMMAND};
@@ -84,13 +85,14 @@ fn one_line(message: &str) -> String {
         .join(" ")
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Some(Command::Backfill(args)) => return run_backfill(args).await,
         Some(Command::PublishSample(args)) => {
+            let client = check_redis(&mut cli.stream).await?;
+            log_mode(&client);
             let started = std::time::Instant::now();
-            let published =
-                sample::publish(&cli.stream.redis_url, &cli.stream.stream_key, args).await?;
+            let published = sample::publish(client, &cli.stream.stream_key, args).await?;
             println!(
                 "published {published} sample events on {} in {:.1} s",
                 cli.stream.stream_key,
@@ -107,7 +109,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("orderdb schema is current");
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Command::Dlq(command)) => return run_dlq(&cli.stream, command).await,
+        Some(Command::Dlq(command)) => {
+            log_mode(&check_redis(&mut cli.stream).await?);
+            return run_dlq(&cli.stream, command).await;
+        }
         None => {}
     }
     let pool = order_store::prepare_database(&cli.db, "order-ingest")
@@ -118,8 +123,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 redact(&cli.db.database_url)
             )
         })?;
-    check_redis(&cli.stream.redis_url).await?;
+    let redis = check_redis(&mut cli.stream).await?;
     if cli.replay {
+        log_mode(&redis);
         let result = replay::replay(&pool, &cli.stream, &cli.from, cli.to.as_ref()).await;
         return Ok(match result {
             Ok(summary) => {
@@ -137,17 +143,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    consume(cli, pool).await
+    consume(cli, pool, &redis).await
 }
 
-/// Start-up check: Redis must answer before the service says it started.
-async fn check_redis(url: &str) -> anyhow::Result<()> {
-    let client = order_ingest::tls::redis_client(url).context("invalid --redis-url")?;
-    let mut conn = RedisConn::new(client, REDIS_COMMAND);
-    conn.query::<String>(&redis::cmd("PING"))
+/// Start-up check: Redis must answer before the service says it started, and be what
+/// `--redis-mode` says it is (one server or a cluster node). Fixes the mode in use in `stream`
+/// (so `auto` is not asked again by every connection); [`log_mode`] says which, once start-up
+/// is over (a start-up failure stays one line on stderr). On a cluster the
+/// `PING` goes to every master, over TLS checked against the names the nodes announce.
+async fn check_redis(stream: &mut StreamArgs) -> anyhow::Result<RedisClient> {
+    let url = redact(&stream.redis_url);
+    let client = stream.redis_client().context("invalid --redis-url")?;
+    let mode = client.check(REDIS_COMMAND).await.map_err(|e| match e {
+        ModeError::Unreachable(cause) => anyhow::anyhow!("cannot reach Redis at {url}: {cause}"),
+        contradiction @ ModeError::Contradiction { .. } => {
+            anyhow::anyhow!("{contradiction} (at {url})")
+        }
+    })?;
+    stream.redis_mode = mode;
+    let mut conn = RedisConn::new(client.clone(), REDIS_COMMAND);
+    conn.query::<redis::Value>(&redis::cmd("PING"))
         .await
-        .with_context(|| format!("cannot reach Redis at {}", redact(url)))?;
-    Ok(())
+        .with_context(|| format!("cannot reach Redis at {url}"))?;
+    Ok(client)
+}
+
+/// The one log line naming the Redis mode in use, and whether it was asked for or found out.
+fn log_mode(client: &RedisClient) {
+    let mode = client.mode().unwrap_or(client.requested());
+    tracing::info!(
+        mode = %mode.as_str(),
+        requested = %client.requested().as_str(),
+        "redis mode"
+    );
 }
 
 /// The URL without its password, for messages.
@@ -160,7 +188,11 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn consume(cli: Cli, pool: order_store::Pool) -> anyhow::Result<ExitCode> {
+async fn consume(
+    cli: Cli,
+    pool: order_store::Pool,
+    redis: &RedisClient,
+) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let probe = Arc::new(Probe {
@@ -168,8 +200,7 @@ async fn consume(cli: Cli, pool: order_store::Pool) -> anyhow::Result<ExitCode> 
         pool: pool.clone(),
         redis: tokio::sync::Mutex::new(
             RedisConn::new(
-                order_ingest::tls::redis_client(cli.stream.redis_url.as_str())
-                    .context("invalid --redis-url")?,
+                cli.stream.redis_client().context("invalid --redis-url")?,
                 Duration::from_secs(2),
             )
             .count_errors(metrics.redis_errors()),
@@ -191,6 +222,7 @@ async fn consume(cli: Cli, pool: order_store::Pool) -> anyhow::Result<ExitCode> 
     })?;
     let server = tokio::spawn(server);
     tracing::info!(%addr, "health and metrics server listening");
+    log_mode(redis);
 
     tokio::spawn(async move {
         process::shutdown_signal().await;
@@ -286,8 +318,7 @@ async fn run_backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_dlq(stream: &StreamArgs, command: &DlqCommand) -> anyhow::Result<ExitCode> {
-    let client = order_ingest::tls::redis_client(stream.redis_url.as_str())
-        .context("invalid --redis-url")?;
+    let client = stream.redis_client().context("invalid --redis-url")?;
     let mut conn = RedisConn::new(client, REDIS_COMMAND);
     let dlq_key = format!("{}:dlq", stream.stream_key);
     let unreachable = || format!("cannot read {dlq_key} at {}", redact(&stream.redis_url));

@@ -77,7 +77,8 @@ pub async fn replay(
             summary: summary.clone(),
         }
     };
-    let client = crate::tls::redis_client(args.redis_url.as_str())
+    let client = args
+        .redis_client()
         .map_err(|e| stopped(e.to_string(), &start, &summary))?;
     let mut redis = RedisConn::new(client, REDIS_COMMAND);
     let end = to.map_or("+", |b| b.0.as_str()).to_owned();

@@ -188,13 +188,14 @@ pub fn sample_event(seed: u64, stores: i32) -> anyhow::Result<(String, String)> 
     Ok((event_id, serde_json::to_string(&event)?))
 }
 
-/// Publishes `args.count` events on `stream_key`, pipelined, at `args.rate` per second.
-pub async fn publish(redis_url: &str, stream_key: &str, args: &PublishArgs) -> anyhow::Result<u64> {
-    let client = crate::tls::redis_client(redis_url).context("invalid Redis URL")?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .with_context(|| format!("cannot connect to Redis at {redis_url}"))?;
+/// Publishes `args.count` events on `stream_key`, pipelined, at `args.rate` per second. Every
+/// pipeline names the one stream key, so on a cluster it goes whole to the node serving it.
+pub async fn publish(
+    client: crate::client::RedisClient,
+    stream_key: &str,
+    args: &PublishArgs,
+) -> anyhow::Result<u64> {
+    let mut conn = crate::stream::RedisConn::new(client, crate::retry::REDIS_COMMAND);
     let started = Instant::now();
     let chunk = if args.rate == 0 {
         500
@@ -219,9 +220,7 @@ pub async fn publish(redis_url: &str, stream_key: &str, args: &PublishArgs) -> a
                 .arg(payload)
                 .ignore();
         }
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .context("XADD failed")?;
+        conn.pipe::<()>(&pipe).await.context("XADD failed")?;
         published += n;
         if args.rate > 0 {
             // Pace by the total elapsed time, so rounding never accumulates.

@@ -4,10 +4,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::streams::StreamId;
-use redis::{AsyncConnectionConfig, FromRedisValue, Value};
+use redis::{FromRedisValue, Value};
 
+use crate::client::{Connection, RedisClient};
 use crate::metrics::RedisErrors;
 
 /// A Redis failure. Every one of them is transient for the consumer: the loop backs off and
@@ -29,12 +29,18 @@ impl RedisFailure {
     }
 }
 
-/// One lazily (re)built connection. Blocking reads get one of their own, so that a read parked
-/// in `BLOCK` never delays an `XACK` and a reset of one never disturbs the other.
+/// One lazily (re)built connection, to one server or to a cluster ([`RedisClient`]): on a
+/// cluster every command and pipeline goes to the node serving its key's slot, so a pipeline or
+/// `MULTI` must name keys of one slot only. Blocking reads get a connection of their own, so
+/// that a read parked in `BLOCK` never delays an `XACK` and a reset of one never disturbs the
+/// other (on a cluster, its own connection to every node).
 pub struct RedisConn {
-    client: redis::Client,
-    conn: Option<MultiplexedConnection>,
+    client: RedisClient,
+    conn: Option<Connection>,
     deadline: Duration,
+    /// On a cluster, the key whose master's `CLIENT ID` is kept in `client_id`: the node that
+    /// parks this connection's blocking reads of that key.
+    home_key: Option<String>,
     /// The server's `CLIENT ID` of the current connection (-1: none or unknown), so that
     /// another connection can wake a read parked in `BLOCK` with `CLIENT UNBLOCK`.
     client_id: Arc<AtomicI64>,
@@ -46,11 +52,12 @@ impl RedisConn {
     /// `deadline` bounds every command, including connecting. For a blocking read it must be
     /// longer than `BLOCK` (FIELD-NOTES 3), or the server delivers entries to a read the client
     /// already gave up on.
-    pub fn new(client: redis::Client, deadline: Duration) -> Self {
+    pub fn new(client: impl Into<RedisClient>, deadline: Duration) -> Self {
         Self {
-            client,
+            client: client.into(),
             conn: None,
             deadline,
+            home_key: None,
             client_id: Arc::new(AtomicI64::new(-1)),
             errors: None,
         }
@@ -63,7 +70,15 @@ impl RedisConn {
         self
     }
 
-    pub fn client(&self) -> &redis::Client {
+    /// On a cluster, [`RedisConn::client_id`] is this connection's id on the master serving
+    /// `key` (on one server it is the id of the one connection anyway).
+    #[must_use]
+    pub fn home_key(mut self, key: &str) -> Self {
+        self.home_key = Some(key.to_owned());
+        self
+    }
+
+    pub fn client(&self) -> &RedisClient {
         &self.client
     }
 
@@ -82,27 +97,20 @@ impl RedisConn {
         self.client_id.store(-1, Ordering::SeqCst);
     }
 
-    async fn connection(&mut self) -> Result<MultiplexedConnection, RedisFailure> {
+    async fn connection(&mut self) -> Result<Connection, RedisFailure> {
         if let Some(conn) = &self.conn {
             return Ok(conn.clone());
         }
-        // redis-rs's own response timeout defaults to 500 ms, shorter than any useful BLOCK;
-        // ours is the deadline, and the tokio timeout below is the hard stop behind it.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.deadline))
-            .set_response_timeout(Some(self.deadline));
-        let conn = tokio::time::timeout(
-            self.deadline,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| RedisFailure::Deadline(self.deadline))??;
+        // The client's response timeout is the deadline (redis-rs's default, 500 ms on one
+        // server, would cut a BLOCK short, and a cluster's must be set explicitly too); the
+        // tokio timeout below is the hard stop behind it.
+        let mut conn = tokio::time::timeout(self.deadline, self.client.connect(self.deadline))
+            .await
+            .map_err(|_| RedisFailure::Deadline(self.deadline))??;
+        let key = self.home_key.clone().unwrap_or_default();
         let id = tokio::time::timeout(
             self.deadline,
-            redis::cmd("CLIENT")
-                .arg("ID")
-                .query_async::<i64>(&mut conn.clone()),
+            conn.query_on_node_of::<i64>(&key, redis::cmd("CLIENT").arg("ID")),
         )
         .await;
         self.client_id
@@ -193,24 +201,18 @@ fn command_name(cmd: &redis::Cmd) -> String {
     }
 }
 
-/// Wakes the connection `client_id` if it is parked in a blocking command, as if its `BLOCK`
-/// had expired. Best effort: on any failure the parked read simply runs to its own end.
-pub async fn unblock(client: &redis::Client, client_id: i64) {
+/// Wakes the connection `client_id` if it is parked in a blocking command on `key`, as if its
+/// `BLOCK` had expired. On a cluster the `CLIENT UNBLOCK` goes to the master serving `key`'s
+/// slot, where the read is parked (a client id means nothing on another node). Best effort:
+/// on any failure the parked read simply runs to its own end.
+pub async fn unblock(client: &RedisClient, key: &str, client_id: i64) {
     if client_id < 0 {
         return;
     }
     let deadline = Duration::from_secs(1);
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(deadline))
-        .set_response_timeout(Some(deadline));
     let work = async {
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        redis::cmd("CLIENT")
-            .arg("UNBLOCK")
-            .arg(client_id)
-            .query_async::<i64>(&mut conn)
+        let mut conn = client.connect(deadline).await?;
+        conn.query_on_node_of::<i64>(key, redis::cmd("CLIENT").arg("UNBLOCK").arg(client_id))
             .await
     };
     if let Ok(Err(e)) = tokio::time::timeout(deadline, work).await {

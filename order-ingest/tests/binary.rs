@@ -249,6 +249,9 @@ async fn bad_flag_values_give_one_line_and_a_non_zero_exit() {
         ),
         (vec!["--redis-url", "redis://127.0.0.1:1"], vec![]),
         (vec!["--redis-url", "http://nope"], vec![]),
+        (vec!["--redis-mode", "sideways"], vec![]),
+        // The shared Redis is one server, not a cluster node.
+        (vec![], vec![("REDIS_MODE", "cluster")]),
     ];
     for (flags, env) in cases {
         let mut cmd = ingest(db.url(), &stream, "flags");
@@ -294,6 +297,7 @@ async fn bad_flag_values_give_one_line_and_a_non_zero_exit() {
         "ORDER_INGEST_METRICS_ADDR",
         "ORDER_MIGRATE",
         "LOG_FORMAT",
+        "REDIS_MODE",
     ] {
         assert!(help.contains(env), "--help names {env}");
     }

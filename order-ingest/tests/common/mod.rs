@@ -25,6 +25,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+pub mod cluster;
+
 pub const ORDER_TYPE: &str = "org.example.checkout.OrderCompleted";
 
 pub fn redis_url() -> String {
@@ -43,6 +45,8 @@ pub fn fixture(name: &str) -> String {
 pub struct TestStream {
     pub key: String,
     url: String,
+    /// `url` names a node of a Redis Cluster (which the test throws away whole).
+    cluster: bool,
 }
 
 impl TestStream {
@@ -54,6 +58,16 @@ impl TestStream {
         Self {
             key: format!("test:{}:orders", Uuid::new_v4().simple()),
             url: url.to_owned(),
+            cluster: false,
+        }
+    }
+
+    /// `key` on the Redis Cluster that `url` names a node of.
+    pub fn on_cluster(url: &str, key: &str) -> Self {
+        Self {
+            key: key.to_owned(),
+            url: url.to_owned(),
+            cluster: true,
         }
     }
 
@@ -61,11 +75,17 @@ impl TestStream {
         format!("{}:dlq", self.key)
     }
 
-    pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+    pub fn conn(&self) -> cluster::TestConn {
+        if self.cluster {
+            cluster::TestConn::cluster(&self.url)
+        } else {
+            cluster::TestConn::Single(
+                redis::Client::open(self.url.as_str())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap(),
+            )
+        }
     }
 
     /// `XADD <key> * eventId <id> eventType <type> payload <json>`, as checkout does.
@@ -141,6 +161,9 @@ impl TestStream {
 
 impl Drop for TestStream {
     fn drop(&mut self) {
+        if self.cluster {
+            return;
+        }
         if let Ok(client) = redis::Client::open(self.url.as_str()) {
             if let Ok(mut conn) = client.get_connection() {
                 let _: redis::RedisResult<()> = conn.del(&[&self.key, &self.dlq()]);

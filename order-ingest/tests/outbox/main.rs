@@ -4,6 +4,10 @@
 //! its own database, its own Redis on a spare port (so it can be stopped) and its own keys.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+mod cluster;
+#[path = "../common/cluster.rs"]
+#[allow(dead_code)]
+mod cluster_harness;
 mod processes;
 mod support;
 
