@@ -311,7 +311,13 @@ async fn publish(
             span.add_link(context);
         }
     }
+    // MULTI/EXEC: all of the batch or none of it. A plain pipeline can be applied in part with a
+    // gap in front: a Redis that finishes loading its data set mid-pipeline refuses the first
+    // commands (LOADING) and applies the rest, and the retry would then publish the refused rows
+    // behind later changes of the same orders. All the rows go to one key, so one slot on a
+    // cluster too.
     let mut pipe = redis::pipe();
+    pipe.atomic();
     for row in rows {
         pipe.cmd("XADD")
             .arg(stream_key)
