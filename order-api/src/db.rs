@@ -118,7 +118,17 @@ impl Db {
         self.run(&self.pool, statement, async |conn| {
             let value = op(conn).await?;
             if let Some(written) = written {
-                let position = replication::wal_insert_position(conn).await?;
+                // The change has committed, so it is answered as a success whatever happens
+                // now: a 503 would invite a retry that applies it twice. Without the primary's
+                // position the token is the highest there is, which keeps the client's reads
+                // on the primary (where the change is) until its next change answers a real one.
+                let position = match replication::wal_insert_position(conn).await {
+                    Ok(position) => position,
+                    Err(error) => {
+                        tracing::warn!(%error, "no WAL position after a committed change; its token sends reads to the primary");
+                        u64::MAX
+                    }
+                };
                 written.fetch_max(position, Ordering::AcqRel);
             }
             Ok(value)
