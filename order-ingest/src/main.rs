@@ -13,7 +13,7 @@ use order_ingest::config::{BackfillArgs, Cli, Command, StreamArgs};
 use order_ingest::metrics::{self, Probe};
 use order_ingest::retry::{self, REDIS_COMMAND};
 use order_ingest::stream::RedisConn;
-use order_ingest::{backfill, dlq, outbox, replay, sample, Consumer, Exit, Metrics};
+use order_ingest::{backfill, dlq, outbox, replay, sample, Abandoned, Consumer, Exit, Metrics};
 use order_store::{process, telemetry};
 use tokio::sync::watch;
 
@@ -255,7 +255,7 @@ async fn consume(
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(match exit {
         Exit::Clean => ExitCode::SUCCESS,
-        Exit::Abandoned { entries } => {
+        Exit::Abandoned(Abandoned { entries }) => {
             tracing::warn!(
                 entries,
                 "stopped with a batch unfinished (dependency down); it stays pending for redelivery"
