@@ -13,8 +13,8 @@ use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 pub const ATTEMPTS: usize = 12;
 /// Deadline of one non-blocking Redis command (XACK, XADD, XAUTOCLAIM, XPENDING, XRANGE).
 pub const REDIS_COMMAND: Duration = Duration::from_secs(5);
-/// A blocking read waits this much longer than its `BLOCK` before the connection is given up
-/// (FIELD-NOTES 1 and 3: the client deadline must be longer than `BLOCK`).
+/// A blocking read waits this much longer than its `BLOCK` before the connection is given up:
+/// a shorter client deadline would abandon reads the server already delivered entries to.
 pub const READ_MARGIN: Duration = Duration::from_secs(2);
 /// After SIGTERM, how long the batch in flight may keep retrying before it is left pending
 /// for another consumer: well inside Kubernetes' default 30 s grace period.

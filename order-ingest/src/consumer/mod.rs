@@ -11,7 +11,7 @@
 //! Redis command connection of its own) run while N+1 is inserted. At most one batch is in the
 //! database, one is being acknowledged and one read ahead, so memory is bounded by three
 //! batches, and PostgreSQL is kept busy while the next batch is read and decoded
-//! (docs/BENCHMARKS.md measures the drain). Each batch is acknowledged only after its insert
+//! (docs/BENCHMARKS.md §1 measures the drain rate). Each batch is acknowledged only after its insert
 //! committed and its dead letters were written; acknowledgements go by id, so their order does
 //! not matter, and the next batch's insert waits for the previous acknowledgement to finish
 //! before it hands its own over (a Redis outage stalls the pipeline instead of piling up work).
