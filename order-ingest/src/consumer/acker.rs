@@ -1,18 +1,15 @@
 //! The acknowledgement stage: a committed batch's dead letters, then its `XACK`, retried
 //! while Redis is unavailable; it runs while the next batch is inserted.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument as _;
 
 use super::reader::Decoded;
-use super::stage::{pause_holding, Stop};
+use super::stage::Holder;
 use super::Abandoned;
 use crate::batch::Outcome;
 use crate::dlq::DeadLetter;
-use crate::group::Group;
-use crate::metrics::Metrics;
 use crate::retry::Backoff;
 
 /// A batch whose insert committed: what is left is its dead letters and acknowledgement.
@@ -25,20 +22,13 @@ pub(super) struct Committed {
 /// Dead letters and acknowledgement of committed batches, on a Redis command connection of
 /// its own.
 pub(super) struct Acker {
-    group: Group,
     dlq_key: String,
-    metrics: Arc<Metrics>,
-    stop: Stop,
+    holder: Holder,
 }
 
 impl Acker {
-    pub(super) fn new(group: Group, dlq_key: String, metrics: Arc<Metrics>, stop: Stop) -> Self {
-        Self {
-            group,
-            dlq_key,
-            metrics,
-            stop,
-        }
+    pub(super) fn new(dlq_key: String, holder: Holder) -> Self {
+        Self { dlq_key, holder }
     }
 
     /// Dead letters and acknowledgement of one committed batch, in the batch's span. `Err`
@@ -71,15 +61,17 @@ impl Acker {
 
         self.dead_letter(&done.failed, &ids).await?;
         for letter in &done.failed {
-            self.metrics.add_dead_letter(letter.class);
+            self.holder.metrics.add_dead_letter(letter.class);
             letter.log("dead-lettered entry");
         }
         self.ack(&ids).await?;
-        self.metrics.add_inserted(done.tally.inserted);
-        self.metrics.add_already_present(done.tally.already_present);
-        self.metrics.add_skipped(done.skipped);
-        self.metrics.set_degraded(false);
-        self.metrics.observe_batch(started.elapsed());
+        self.holder.metrics.add_inserted(done.tally.inserted);
+        self.holder
+            .metrics
+            .add_already_present(done.tally.already_present);
+        self.holder.metrics.add_skipped(done.skipped);
+        self.holder.metrics.set_degraded(false);
+        self.holder.metrics.observe_batch(started.elapsed());
         tracing::debug!(
             source,
             entries = ids.len(),
@@ -95,26 +87,6 @@ impl Acker {
         Ok(())
     }
 
-    /// Logs a transient failure, keeps the held entries from being claimed, and waits before
-    /// the next attempt. Returns `Err` once shutdown was requested and the drain time is spent.
-    async fn pause(
-        &mut self,
-        backoff: &mut Backoff,
-        step: &str,
-        error: &str,
-        held: &[String],
-    ) -> Result<(), Abandoned> {
-        pause_holding(
-            &self.metrics,
-            &mut self.group,
-            &self.stop,
-            backoff,
-            (step, error),
-            held,
-        )
-        .await
-    }
-
     async fn dead_letter(&mut self, dead: &[DeadLetter], held: &[String]) -> Result<(), Abandoned> {
         if dead.is_empty() {
             return Ok(());
@@ -124,8 +96,10 @@ impl Acker {
             letter.add_to(&mut pipe, &self.dlq_key);
         }
         let mut backoff = Backoff::standard();
-        while let Err(e) = self.group.writer().pipe::<redis::Value>(&pipe).await {
-            self.pause(&mut backoff, "dead-letter", &e.to_string(), held)
+        while let Err(e) = self.holder.group.writer().pipe::<redis::Value>(&pipe).await {
+            let error = e.to_string();
+            self.holder
+                .pause(&mut backoff, ("dead-letter", &error), held)
                 .await?;
         }
         Ok(())
@@ -133,8 +107,11 @@ impl Acker {
 
     async fn ack(&mut self, ids: &[String]) -> Result<(), Abandoned> {
         let mut backoff = Backoff::standard();
-        while let Err(e) = self.group.ack(ids).await {
-            self.pause(&mut backoff, "ack", &e.to_string(), ids).await?;
+        while let Err(e) = self.holder.group.ack(ids).await {
+            let error = e.to_string();
+            self.holder
+                .pause(&mut backoff, ("ack", &error), ids)
+                .await?;
         }
         Ok(())
     }

@@ -53,7 +53,7 @@ mod stage;
 use acker::Acker;
 use reader::{Read, Reader};
 use sink::Sink;
-use stage::{Stage, Stop};
+use stage::{Holder, Stage, Stop};
 
 /// How [`Consumer::run`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,12 +119,16 @@ impl Consumer {
         let group =
             || Group::new(&args, name.clone()).map(|g| g.count_errors(metrics.redis_errors()));
         let ahead = Arc::new(Mutex::new(Vec::new()));
-        let acker = Acker::new(group()?, args.dlq_key(), metrics.clone(), stop.clone());
+        let holder = |group| Holder {
+            group,
+            metrics: metrics.clone(),
+            stop: stop.clone(),
+        };
+        let acker = Acker::new(args.dlq_key(), holder(group()?));
         let sink = Sink::new(
             args.timeouts.db(),
-            group()?,
             pool,
-            (metrics.clone(), stop.clone()),
+            holder(group()?),
             ahead.clone(),
             acker,
         );

@@ -9,11 +9,9 @@ use tracing::Instrument as _;
 
 use super::acker::{Acker, Committed};
 use super::reader::Decoded;
-use super::stage::{pause_holding, Stage, Stop};
+use super::stage::{Holder, Stage};
 use super::Abandoned;
 use crate::batch::{self, Outcome};
-use crate::group::Group;
-use crate::metrics::Metrics;
 use crate::retry::Backoff;
 
 /// The write side: the insert of one decoded batch; its dead letters and acknowledgement are
@@ -21,11 +19,9 @@ use crate::retry::Backoff;
 /// read's `XPENDING`).
 pub(super) struct Sink {
     timeout: Duration,
-    /// For refreshing the idle time of held entries only.
-    group: Group,
     pool: Pool,
-    metrics: Arc<Metrics>,
-    stop: Stop,
+    /// Its group handle is for refreshing the idle time of held entries only.
+    holder: Holder,
     /// The ids of the batch read ahead while this one is inserted: held too, so their idle
     /// time is refreshed with the batch's own while a step is retried.
     ahead: Arc<Mutex<Vec<String>>>,
@@ -37,18 +33,15 @@ pub(super) struct Sink {
 impl Sink {
     pub(super) fn new(
         timeout: Duration,
-        group: Group,
         pool: Pool,
-        (metrics, stop): (Arc<Metrics>, Stop),
+        holder: Holder,
         ahead: Arc<Mutex<Vec<String>>>,
         acker: Acker,
     ) -> Self {
         Self {
             timeout,
-            group,
             pool,
-            metrics,
-            stop,
+            holder,
             ahead,
             acks: Stage::idle(acker),
         }
@@ -109,15 +102,7 @@ impl Sink {
                 .iter()
                 .cloned(),
         );
-        pause_holding(
-            &self.metrics,
-            &mut self.group,
-            &self.stop,
-            backoff,
-            (step, error),
-            &held,
-        )
-        .await
+        self.holder.pause(backoff, (step, error), &held).await
     }
 
     /// The batch insert, retried while it fails (see [`batch::insert`]).
@@ -128,7 +113,7 @@ impl Sink {
     ) -> Result<Vec<Outcome>, Abandoned> {
         let mut backoff = Backoff::standard();
         loop {
-            let drain = self.stop.drain_timer();
+            let drain = self.holder.stop.drain_timer();
             let attempt = tokio::select! {
                 result = batch::insert(&self.pool, orders, self.timeout) => result,
                 // A hanging insert must not hold the process past its grace period; cut

@@ -1,6 +1,6 @@
 //! What the stages share: a [`Stage`] that runs one job at a time in a task of its own, the
 //! shutdown request every stage watches ([`Stop`]), and what a stage does after a transient
-//! failure ([`note_failure`], [`pause_holding`]).
+//! failure ([`note_failure`], [`Holder`]).
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -159,20 +159,29 @@ pub(super) fn note_failure(
     delay
 }
 
-/// What the sink and the acker do after a transient failure of `failed_step`: count and log it,
-/// keep the `held` entries from being claimed by another consumer, and wait before the next
-/// attempt. `Err` once shutdown was requested and the drain time is spent.
-pub(super) async fn pause_holding(
-    metrics: &Metrics,
-    group: &mut Group,
-    stop: &Stop,
-    backoff: &mut Backoff,
-    (failed_step, error): (&str, &str),
-    held: &[String],
-) -> Result<(), Abandoned> {
-    let delay = note_failure(metrics, backoff, failed_step, error, held.len());
-    if !held.is_empty() {
-        group.refresh_idle(held).await;
+/// What a stage that holds entries (the sink, the acker) needs after a transient failure: the
+/// group, to keep the held entries from being claimed by another consumer while it waits, the
+/// metrics that count the failure, and the shutdown request that cuts the wait short.
+pub(super) struct Holder {
+    pub(super) group: Group,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) stop: Stop,
+}
+
+impl Holder {
+    /// Counts and logs a transient failure of `failed_step`, refreshes the idle time of the
+    /// `held` entries, and waits before the next attempt. `Err` once shutdown was requested
+    /// and the drain time is spent.
+    pub(super) async fn pause(
+        &mut self,
+        backoff: &mut Backoff,
+        (failed_step, error): (&str, &str),
+        held: &[String],
+    ) -> Result<(), Abandoned> {
+        let delay = note_failure(&self.metrics, backoff, failed_step, error, held.len());
+        if !held.is_empty() {
+            self.group.refresh_idle(held).await;
+        }
+        self.stop.wait(delay).await
     }
-    stop.wait(delay).await
 }
