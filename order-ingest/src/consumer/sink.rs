@@ -14,9 +14,9 @@ use super::Abandoned;
 use crate::batch::{self, Outcome};
 use crate::retry::Backoff;
 
-/// The write side: the insert of one decoded batch; its dead letters and acknowledgement are
-/// the acker's, on a Redis command connection of its own (so an `XACK` never waits behind a
-/// read's `XPENDING`).
+/// The insert stage. The dead letters and acknowledgement of a committed batch are the
+/// acker's, on a Redis command connection of its own (so an `XACK` never waits behind a read's
+/// `XPENDING`).
 pub(super) struct Sink {
     timeout: Duration,
     pool: Pool,
