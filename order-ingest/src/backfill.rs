@@ -13,7 +13,8 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::batch::{self, Outcome, Tally};
-use crate::retry::{self, Timeouts};
+use crate::config::Timeouts;
+use crate::retry;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {

@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use crate::client::RedisClient;
 pub use crate::client::RedisMode;
-use crate::retry::Timeouts;
 
 /// Consumes checkout's OrderCompleted events from a Redis stream into orderdb.
 ///
@@ -249,6 +248,29 @@ impl StreamArgs {
                     .and_then(non_empty)
             })
             .unwrap_or_else(|| format!("order-ingest-{}", Uuid::new_v4().simple()))
+    }
+}
+
+/// The database timeout, shared by consume, `--replay` and `backfill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct Timeouts {
+    /// Longest one database operation may take (a connection and one batch insert, or one
+    /// page read by backfill), in milliseconds; past it, it is retried like an outage.
+    #[arg(long = "db-timeout-ms", env = "ORDER_INGEST_DB_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_timeout_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            db_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn db(&self) -> Duration {
+        Duration::from_millis(self.db_timeout_ms)
     }
 }
 

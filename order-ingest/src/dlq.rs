@@ -5,9 +5,15 @@
 //! id of the original entry), `failedAt` (RFC 3339, UTC) and, when the entry was redelivered,
 //! `deliveryCount`. Dead letters are written before the original entry is acknowledged, so a
 //! crash in between may duplicate one (same `streamId`), never lose one.
+//!
+//! The operator commands `dlq list` and `dlq redrive` ([`run`]) read and empty that stream.
 
+use std::collections::BTreeMap;
+
+use crate::config::{DlqCommand, StreamArgs};
 use crate::event::ErrorClass;
-use crate::stream::Entry;
+use crate::retry::REDIS_COMMAND;
+use crate::stream::{Entry, RedisConn, RedisFailure};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -115,7 +121,7 @@ impl DeadLetter {
 pub struct StoredDeadLetter {
     /// The dead letter's own id in `<stream>:dlq`.
     pub id: String,
-    pub fields: std::collections::BTreeMap<String, Vec<u8>>,
+    pub fields: BTreeMap<String, Vec<u8>>,
 }
 
 impl StoredDeadLetter {
@@ -166,13 +172,184 @@ impl std::fmt::Display for StoredDeadLetter {
     }
 }
 
+/// Why a `dlq` command failed. The Redis URL in the messages is the one given, without its
+/// password.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("invalid --redis-url")]
+    Client(#[source] redis::RedisError),
+    #[error("cannot read {dlq_key} at {at}")]
+    Read {
+        dlq_key: String,
+        at: String,
+        #[source]
+        source: RedisFailure,
+    },
+    #[error("redriving {id} failed; it is still in {dlq_key}")]
+    Redrive {
+        id: String,
+        dlq_key: String,
+        #[source]
+        source: RedisFailure,
+    },
+    /// Requested ids that are not (or no longer) in the dead-letter stream; the others were
+    /// redriven.
+    #[error("not in {dlq_key}: {}", ids.join(", "))]
+    Missing { dlq_key: String, ids: Vec<String> },
+}
+
+/// Runs one `dlq` subcommand on `stream`'s dead-letter stream, printing each dead letter it
+/// shows or redrives and a summary line on stdout. `at` names the Redis server in messages.
+pub async fn run(stream: &StreamArgs, at: &str, command: &DlqCommand) -> Result<(), DlqError> {
+    let client = stream.redis_client().map_err(DlqError::Client)?;
+    let mut dead_letters = DeadLetters {
+        conn: RedisConn::new(client, REDIS_COMMAND),
+        stream,
+        dlq_key: stream.dlq_key(),
+        at,
+    };
+    match command {
+        DlqCommand::List { count } => dead_letters.list(*count).await,
+        DlqCommand::Redrive { all: true, .. } => dead_letters.redrive_all().await,
+        DlqCommand::Redrive { ids, all: false } => dead_letters.redrive(ids).await,
+    }
+}
+
+/// The dead-letter stream of one stream, as the `dlq` subcommands use it.
+struct DeadLetters<'a> {
+    conn: RedisConn,
+    stream: &'a StreamArgs,
+    dlq_key: String,
+    at: &'a str,
+}
+
+impl DeadLetters<'_> {
+    /// `dlq list`: up to `count` dead letters, oldest first, then a count per error class.
+    async fn list(&mut self, count: u64) -> Result<(), DlqError> {
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        let letters = self.read("-", count).await?;
+        let mut per_class = BTreeMap::<String, u64>::new();
+        for letter in &letters {
+            println!("{letter}");
+            *per_class
+                .entry(letter.field("errorClass").unwrap_or_default())
+                .or_default() += 1;
+        }
+        let classes: Vec<String> = per_class.iter().map(|(c, n)| format!("{c}={n}")).collect();
+        println!(
+            "{} dead letter(s) shown from {}: {}",
+            letters.len(),
+            self.dlq_key,
+            classes.join(" ")
+        );
+        Ok(())
+    }
+
+    /// `dlq redrive --all`: every dead letter there is when it starts.
+    async fn redrive_all(&mut self) -> Result<(), DlqError> {
+        let mut redriven = 0;
+        // Page through a snapshot of what is there now; entries redriven and dead-lettered
+        // again by a running consumer land after it and are not picked up twice.
+        let mut start = "-".to_owned();
+        loop {
+            let page = self.read(&start, 500).await?;
+            let Some(last) = page.last() else { break };
+            start = format!("({}", last.id);
+            for letter in &page {
+                self.redrive_one(letter).await?;
+                redriven += 1;
+            }
+        }
+        self.redrove(redriven);
+        Ok(())
+    }
+
+    /// `dlq redrive --id …`: the dead letters named, those found; `Err` naming the others
+    /// once the found ones are redriven.
+    async fn redrive(&mut self, ids: &[String]) -> Result<(), DlqError> {
+        let mut letters = Vec::new();
+        let mut missing = Vec::new();
+        for id in ids {
+            match read_dead_letters(&mut self.conn, &self.dlq_key, id, 1).await {
+                Ok(found) if found.first().is_some_and(|l| &l.id == id) => letters.extend(found),
+                Ok(_) => missing.push(id.clone()),
+                Err(e) if is_refused_id(&e) => missing.push(id.clone()),
+                Err(source) => return Err(self.read_error(source)),
+            }
+        }
+        for letter in &letters {
+            self.redrive_one(letter).await?;
+        }
+        self.redrove(letters.len());
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DlqError::Missing {
+                dlq_key: self.dlq_key.clone(),
+                ids: missing,
+            })
+        }
+    }
+
+    async fn read(&mut self, start: &str, count: usize) -> Result<Vec<StoredDeadLetter>, DlqError> {
+        read_dead_letters(&mut self.conn, &self.dlq_key, start, count)
+            .await
+            .map_err(|source| self.read_error(source))
+    }
+
+    fn read_error(&self, source: RedisFailure) -> DlqError {
+        DlqError::Read {
+            dlq_key: self.dlq_key.clone(),
+            at: self.at.to_owned(),
+            source,
+        }
+    }
+
+    async fn redrive_one(&mut self, letter: &StoredDeadLetter) -> Result<(), DlqError> {
+        redrive_one(
+            &mut self.conn,
+            &self.stream.stream_key,
+            &self.dlq_key,
+            &self.stream.event_type,
+            letter,
+        )
+        .await
+        .map_err(|source| DlqError::Redrive {
+            id: letter.id.clone(),
+            dlq_key: self.dlq_key.clone(),
+            source,
+        })?;
+        println!("redriven {letter}");
+        Ok(())
+    }
+
+    fn redrove(&self, count: usize) {
+        println!(
+            "redrove {count} dead letter(s) from {} to {}",
+            self.dlq_key, self.stream.stream_key
+        );
+    }
+}
+
+/// Whether `XRANGE` refused its start id: a plain `ERR` reply (redis-rs's `ResponseError`
+/// kind), its only error reply to a command this module builds, is a start that is not a
+/// stream id (`ERR Invalid stream ID …`). Other failures (no connection, a deadline, a
+/// cluster's `MOVED`/`CLUSTERDOWN`, `NOPERM`, `WRONGTYPE`) have kinds or codes of their own.
+fn is_refused_id(failure: &RedisFailure) -> bool {
+    matches!(
+        failure,
+        RedisFailure::Redis(e)
+            if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+    )
+}
+
 /// Up to `count` dead letters from `start` (inclusive; `-` for the oldest), oldest first.
-pub async fn read_dead_letters(
-    conn: &mut crate::stream::RedisConn,
+async fn read_dead_letters(
+    conn: &mut RedisConn,
     dlq_key: &str,
     start: &str,
     count: usize,
-) -> Result<Vec<StoredDeadLetter>, crate::stream::RedisFailure> {
+) -> Result<Vec<StoredDeadLetter>, RedisFailure> {
     let reply: redis::streams::StreamRangeReply = conn
         .query(&redis::Cmd::xrange_count(dlq_key, start, "+", count))
         .await?;
@@ -183,14 +360,6 @@ pub async fn read_dead_letters(
         .collect())
 }
 
-/// What a redrive did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RedriveSummary {
-    pub redriven: u64,
-    /// Requested ids that are not (or no longer) in the dead-letter stream.
-    pub missing: Vec<String>,
-}
-
 /// Puts a dead letter back on the main stream with checkout's field layout (`eventId`,
 /// `eventType`, `payload` verbatim), then removes it from the dead-letter stream: two commands,
 /// because on a Redis Cluster the stream and its dead-letter stream live in different hash
@@ -199,13 +368,13 @@ pub struct RedriveSummary {
 /// crash) between the two leaves it in the dead-letter stream as well, and redriving it again
 /// republishes it once more. Ingest inserts idempotently, so an order redriven twice is stored
 /// once (the second copy counts as a duplicate).
-pub async fn redrive_one(
-    conn: &mut crate::stream::RedisConn,
+async fn redrive_one(
+    conn: &mut RedisConn,
     stream_key: &str,
     dlq_key: &str,
     default_event_type: &str,
     letter: &StoredDeadLetter,
-) -> Result<(), crate::stream::RedisFailure> {
+) -> Result<(), RedisFailure> {
     let payload = letter.fields.get("payload").map_or(&[][..], Vec::as_slice);
     let mut add = redis::cmd("XADD");
     add.arg(stream_key)

@@ -2,9 +2,10 @@
 //! new entries, read this consumer's pending entries, claim idle ones, keep held ones from
 //! being claimed, acknowledge.
 //!
-//! The blocking read has a connection of its own with a hard client-side deadline longer than
-//! `BLOCK` (FIELD-NOTES 1 and 3); every other command goes over the command connection, so a
-//! read parked in `BLOCK` never delays an `XACK`.
+//! The blocking read has a connection of its own with a hard client-side deadline a little
+//! longer than `BLOCK`: a read whose socket dropped may otherwise never be answered, and a
+//! shorter deadline would cut off reads the server already delivered entries to. Every other
+//! command goes over the command connection, so a read parked in `BLOCK` never delays an `XACK`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -19,5 +19,5 @@ pub mod stream;
 pub mod tls;
 
 pub use config::{Cli, StreamArgs};
-pub use consumer::{Consumer, Exit};
+pub use consumer::{Abandoned, Consumer, Exit};
 pub use metrics::Metrics;

@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser as _;
 use order_ingest::client::{ModeError, RedisClient};
-use order_ingest::config::{BackfillArgs, Cli, Command, DlqCommand, StreamArgs};
+use order_ingest::config::{BackfillArgs, Cli, Command, StreamArgs};
 use order_ingest::metrics::{self, Probe};
 use order_ingest::retry::{self, REDIS_COMMAND};
 use order_ingest::stream::RedisConn;
-use order_ingest::{backfill, dlq, outbox, replay, sample, Consumer, Exit, Metrics};
+use order_ingest::{backfill, dlq, outbox, replay, sample, Abandoned, Consumer, Exit, Metrics};
 use order_store::{process, telemetry};
 use tokio::sync::watch;
 
@@ -111,7 +111,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Dlq(command)) => {
             log_mode(&check_redis(&mut cli.stream).await?);
-            return run_dlq(&cli.stream, command).await;
+            dlq::run(&cli.stream, &redact(&cli.stream.redis_url), command).await?;
+            return Ok(ExitCode::SUCCESS);
         }
         None => {}
     }
@@ -254,7 +255,7 @@ async fn consume(
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(match exit {
         Exit::Clean => ExitCode::SUCCESS,
-        Exit::Abandoned { entries } => {
+        Exit::Abandoned(Abandoned { entries }) => {
             tracing::warn!(
                 entries,
                 "stopped with a batch unfinished (dependency down); it stays pending for redelivery"
@@ -315,102 +316,4 @@ async fn run_backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-async fn run_dlq(stream: &StreamArgs, command: &DlqCommand) -> anyhow::Result<ExitCode> {
-    let client = stream.redis_client().context("invalid --redis-url")?;
-    let mut conn = RedisConn::new(client, REDIS_COMMAND);
-    let dlq_key = format!("{}:dlq", stream.stream_key);
-    let unreachable = || format!("cannot read {dlq_key} at {}", redact(&stream.redis_url));
-    match command {
-        DlqCommand::List { count } => {
-            let letters = dlq::read_dead_letters(&mut conn, &dlq_key, "-", *count as usize)
-                .await
-                .with_context(unreachable)?;
-            let mut per_class = std::collections::BTreeMap::<String, u64>::new();
-            for letter in &letters {
-                println!("{letter}");
-                *per_class
-                    .entry(letter.field("errorClass").unwrap_or_default())
-                    .or_default() += 1;
-            }
-            let classes: Vec<String> = per_class.iter().map(|(c, n)| format!("{c}={n}")).collect();
-            println!(
-                "{} dead letter(s) shown from {dlq_key}: {}",
-                letters.len(),
-                classes.join(" ")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        DlqCommand::Redrive { ids, all } => {
-            let mut summary = dlq::RedriveSummary::default();
-            let mut letters = Vec::new();
-            if *all {
-                // Page through a snapshot of what is there now; entries redriven and dead-lettered
-                // again by a running consumer land after it and are not picked up twice.
-                let mut start = "-".to_owned();
-                loop {
-                    let page = dlq::read_dead_letters(&mut conn, &dlq_key, &start, 500)
-                        .await
-                        .with_context(unreachable)?;
-                    let Some(last) = page.last() else { break };
-                    start = format!("({}", last.id);
-                    for letter in page {
-                        redrive(&mut conn, stream, &dlq_key, &letter, &mut summary).await?;
-                    }
-                }
-            } else {
-                for id in ids {
-                    match dlq::read_dead_letters(&mut conn, &dlq_key, id, 1).await {
-                        Ok(found) if found.first().is_some_and(|l| &l.id == id) => {
-                            letters.extend(found);
-                        }
-                        Ok(_) => summary.missing.push(id.clone()),
-                        // An id that is not a stream id at all: XRANGE refuses it.
-                        Err(e) if e.to_string().contains("Invalid stream ID") => {
-                            summary.missing.push(id.clone());
-                        }
-                        Err(e) => return Err(e).with_context(unreachable),
-                    }
-                }
-                for letter in &letters {
-                    redrive(&mut conn, stream, &dlq_key, letter, &mut summary).await?;
-                }
-            }
-            println!(
-                "redrove {} dead letter(s) from {dlq_key} to {}",
-                summary.redriven, stream.stream_key
-            );
-            if summary.missing.is_empty() {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!(
-                    "order-ingest: not in {dlq_key}: {}",
-                    summary.missing.join(", ")
-                );
-                Ok(ExitCode::FAILURE)
-            }
-        }
-    }
-}
-
-async fn redrive(
-    conn: &mut RedisConn,
-    stream: &StreamArgs,
-    dlq_key: &str,
-    letter: &dlq::StoredDeadLetter,
-    summary: &mut dlq::RedriveSummary,
-) -> anyhow::Result<()> {
-    dlq::redrive_one(
-        conn,
-        &stream.stream_key,
-        dlq_key,
-        &stream.event_type,
-        letter,
-    )
-    .await
-    .with_context(|| format!("redriving {} failed; it is still in {dlq_key}", letter.id))?;
-    println!("redriven {letter}");
-    summary.redriven += 1;
-    Ok(())
 }

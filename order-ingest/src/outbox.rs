@@ -32,8 +32,9 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::config::OutboxArgs;
+use crate::config::Timeouts;
 use crate::metrics::Metrics;
-use crate::retry::{self, Backoff, Timeouts};
+use crate::retry::{self, Backoff};
 use crate::stream::{RedisConn, RedisFailure};
 
 /// Longest wait between two polls of an idle outbox.

@@ -1,4 +1,4 @@
-//! The one retry policy of ingest and its one set of timeouts.
+//! The one retry policy of ingest and the deadlines that are not configurable.
 //!
 //! Failures that go away by themselves (a database or Redis outage, a timeout, an exhausted
 //! pool) are retried with capped exponential backoff and jitter. The live consumer retries
@@ -13,35 +13,12 @@ use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 pub const ATTEMPTS: usize = 12;
 /// Deadline of one non-blocking Redis command (XACK, XADD, XAUTOCLAIM, XPENDING, XRANGE).
 pub const REDIS_COMMAND: Duration = Duration::from_secs(5);
-/// A blocking read waits this much longer than its `BLOCK` before the connection is given up
-/// (FIELD-NOTES 1 and 3: the client deadline must be longer than `BLOCK`).
+/// A blocking read waits this much longer than its `BLOCK` before the connection is given up:
+/// a shorter client deadline would abandon reads the server already delivered entries to.
 pub const READ_MARGIN: Duration = Duration::from_secs(2);
 /// After SIGTERM, how long the batch in flight may keep retrying before it is left pending
 /// for another consumer: well inside Kubernetes' default 30 s grace period.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(20);
-
-/// The database timeout, shared by consume, `--replay` and `backfill`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
-pub struct Timeouts {
-    /// Longest one database operation may take (a connection and one batch insert, or one
-    /// page read by backfill), in milliseconds; past it, it is retried like an outage.
-    #[arg(long = "db-timeout-ms", env = "ORDER_INGEST_DB_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub db_timeout_ms: u64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            db_timeout_ms: 30_000,
-        }
-    }
-}
-
-impl Timeouts {
-    pub fn db(&self) -> Duration {
-        Duration::from_millis(self.db_timeout_ms)
-    }
-}
 
 /// `work` bounded by `timeout`: past it, the operation is reported as the database being
 /// unavailable (transient), like a lost connection.

@@ -16,8 +16,8 @@ use crate::metrics::RedisErrors;
 pub enum RedisFailure {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// No answer in time. The connection is discarded (FIELD-NOTES 1): a blocking read on a
-    /// half-dead socket can otherwise wait forever.
+    /// No answer in time. The connection is discarded: a blocking read on a half-dead socket
+    /// can otherwise wait forever.
     #[error("redis did not answer within {0:?}")]
     Deadline(Duration),
 }
@@ -50,8 +50,8 @@ pub struct RedisConn {
 
 impl RedisConn {
     /// `deadline` bounds every command, including connecting. For a blocking read it must be
-    /// longer than `BLOCK` (FIELD-NOTES 3), or the server delivers entries to a read the client
-    /// already gave up on.
+    /// longer than `BLOCK`, or the server delivers entries to a read the client already gave
+    /// up on.
     pub fn new(client: impl Into<RedisClient>, deadline: Duration) -> Self {
         Self {
             client: client.into(),

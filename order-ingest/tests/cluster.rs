@@ -254,6 +254,14 @@ async fn dead_letters_redrive_replay_samples_and_modes_on_a_cluster() {
     args.block_ms = 200;
     let running = Running::start(args, pool.clone());
     wait_until(WAIT, "the group", || async { !stream.groups().is_empty() }).await;
+    // An id that is not a stream id is reported like one that is not there.
+    let refused = run(binary(&["dlq", "redrive", "--id", "not-an-id"])).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains(":dlq: not-an-id"),
+        "{}",
+        text(&refused)
+    );
     let redriven = run(binary(&["dlq", "redrive", "--id", &letter])).await;
     assert_eq!(redriven.status.code(), Some(0), "{}", text(&redriven));
     assert!(stream.dead_letters().is_empty());

@@ -132,14 +132,24 @@ async fn dead_letters_are_listed_and_redriven_to_the_stream() {
     .await;
 
     let mut redrive = ingest(db.url(), &stream);
-    redrive.args(["dlq", "redrive", "--id", &retry, "--id", "9-9"]);
+    redrive.args([
+        "dlq",
+        "redrive",
+        "--id",
+        &retry,
+        "--id",
+        "9-9",
+        "--id",
+        "not-an-id",
+    ]);
     let output = run(redrive).await;
     assert_eq!(
         output.status.code(),
         Some(1),
         "an unknown id is reported: {output:?}"
     );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("9-9"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("9-9, not-an-id"), "{stderr}");
 
     let remaining = stream.dead_letters();
     assert_eq!(remaining.len(), 1);

@@ -10,14 +10,18 @@
 //! N committed, its dead letters and acknowledgement (the [`Acker`], in a task of its own, on a
 //! Redis command connection of its own) run while N+1 is inserted. At most one batch is in the
 //! database, one is being acknowledged and one read ahead, so memory is bounded by three
-//! batches. Before, read, decode, insert and acknowledge ran strictly one after another and
-//! PostgreSQL sat idle while the worker read, decoded and acknowledged (38% of the machine idle
-//! during a drain, docs/BENCHMARKS.md). Each batch is still acknowledged only after its insert
+//! batches, and PostgreSQL is kept busy while the next batch is read and decoded
+//! (docs/BENCHMARKS.md §1 measures the drain rate). Each batch is acknowledged only after its insert
 //! committed and its dead letters were written; acknowledgements go by id, so their order does
 //! not matter, and the next batch's insert waits for the previous acknowledgement to finish
-//! before it hands its own over (a Redis outage stalls the pipeline instead of piling up work). Only new entries (`XREADGROUP >`) are read ahead: they can never be entries of the
-//! batch in flight, where this consumer's own pending list and `XAUTOCLAIM` could hand those
-//! back, so those two are read only with no batch in flight.
+//! before it hands its own over (a Redis outage stalls the pipeline instead of piling up work).
+//! Only new entries (`XREADGROUP >`) are read ahead: they can never be entries of the batch in
+//! flight, where this consumer's own pending list and `XAUTOCLAIM` could hand those back, so
+//! those two are read only with no batch in flight.
+//!
+//! Top-down: this file is the loop; [`reader`], [`sink`] and [`acker`] are its three stages,
+//! each with its state and its behaviour; [`stage`] runs a stage's job in a task of its own and
+//! holds the shutdown request they all watch.
 //!
 //! Failure handling:
 //! - Permanent (the entry itself is wrong): dead letter, then acknowledge.
@@ -32,54 +36,56 @@
 //!   is dead-lettered with its delivery count.
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use order_store::Pool;
 use tokio::sync::watch;
 
-use crate::batch::{self, Batch, Outcome};
 use crate::config::StreamArgs;
-use crate::dlq::DeadLetter;
 use crate::group::Group;
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
-use crate::stream::{Entry, RedisFailure};
-use tracing::Instrument as _;
 
+mod acker;
 mod reader;
 mod sink;
 mod stage;
 
-use stage::{note_failure, Stage, Stop};
+use acker::Acker;
+use reader::{Read, Reader};
+use sink::Sink;
+use stage::{Holder, Stage, Stop};
 
 /// How [`Consumer::run`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
     /// Shutdown requested and everything read was acknowledged.
     Clean,
-    /// Shutdown requested while a dependency was down: the batch in flight was left pending
-    /// (nothing lost: another consumer claims it, or this one reads it again on restart).
-    Abandoned { entries: usize },
+    /// Shutdown requested while a dependency was down.
+    Abandoned(Abandoned),
 }
 
-/// The drain deadline passed during shutdown.
-struct Abandon;
-
-/// Entries read from the stream, and where from (for logs).
-struct Read {
-    entries: Vec<Entry>,
-    source: &'static str,
+/// The drain time after a shutdown request ran out with entries unfinished. They stay pending,
+/// so nothing is lost: another consumer claims them, or this one reads them again on restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Abandoned {
+    /// Entries left pending, as far as the stage that gave up knew them.
+    pub entries: usize,
 }
 
-/// A batch read and decoded, waiting for (or in) its insert.
-struct Decoded {
-    entries: Vec<Entry>,
-    ids: Vec<String>,
-    source: &'static str,
-    batch: Batch,
-    /// The batch's span, from its decode to its acknowledgement.
-    span: tracing::Span,
-    started: Instant,
+impl Abandoned {
+    /// These and `entries` more.
+    #[must_use]
+    fn with(self, entries: usize) -> Self {
+        Self {
+            entries: self.entries + entries,
+        }
+    }
+}
+
+impl From<Abandoned> for Exit {
+    fn from(abandoned: Abandoned) -> Self {
+        Exit::Abandoned(abandoned)
+    }
 }
 
 pub struct Consumer {
@@ -87,57 +93,8 @@ pub struct Consumer {
     sink: Sink,
 }
 
-/// The read side: the group's reader connection and its command connection for the pending
-/// list and claims; decodes what it reads.
-struct Reader {
-    args: StreamArgs,
-    group: Group,
-    metrics: Arc<Metrics>,
-    stop: Stop,
-    /// False until this consumer's own pending entries (id `0`) have all been read.
-    pending_done: bool,
-    claim_cursor: String,
-    next_claim: Instant,
-    /// Shared with [`Sink::ahead`].
-    ahead: Arc<Mutex<Vec<String>>>,
-}
-
-/// The write side: insert, dead letters and acknowledgement of one decoded batch, on a Redis
-/// command connection of its own (so an `XACK` never waits behind a read's `XPENDING`).
-struct Sink {
-    timeout: Duration,
-    /// For refreshing the idle time of held entries only.
-    group: Group,
-    pool: Pool,
-    metrics: Arc<Metrics>,
-    stop: Stop,
-    /// The ids of the batch read ahead while this one is inserted: held too, so their idle
-    /// time is refreshed with the batch's own while a step is retried.
-    ahead: Arc<Mutex<Vec<String>>>,
-    /// Dead letters and acknowledgement of the batch committed last, which run while the
-    /// next batch is inserted.
-    acks: Stage<Acker>,
-}
-
-/// Dead letters and acknowledgement of committed batches, on a Redis command connection of
-/// its own.
-struct Acker {
-    group: Group,
-    dlq_key: String,
-    metrics: Arc<Metrics>,
-    stop: Stop,
-}
-
-/// A batch whose insert committed: what is left is its dead letters and acknowledgement.
-struct Committed {
-    decoded: Decoded,
-    outcomes: Vec<Outcome>,
-    insert_time: Duration,
-}
-
-/// Waits for the batch in flight and for every acknowledgement; `Err` with the number of
-/// entries left pending if one was abandoned.
-async fn settle_all(stage: &mut Stage<Sink>) -> Result<(), usize> {
+/// Waits for the batch in flight and for every acknowledgement.
+async fn settle_all(stage: &mut Stage<Sink>) -> Result<(), Abandoned> {
     stage.settle().await?;
     match stage.idle_mut() {
         Some(sink) => sink.acks.settle().await,
@@ -158,34 +115,25 @@ impl Consumer {
             shutdown,
             seen: Arc::new(OnceLock::new()),
         };
+        // One group handle, so one command connection, per stage.
+        let group =
+            || Group::new(&args, name.clone()).map(|g| g.count_errors(metrics.redis_errors()));
         let ahead = Arc::new(Mutex::new(Vec::new()));
-        let sink = Sink {
-            timeout: args.timeouts.db(),
-            group: Group::new(&args, name.clone())?.count_errors(metrics.redis_errors()),
-            pool,
+        let holder = |group| Holder {
+            group,
             metrics: metrics.clone(),
             stop: stop.clone(),
-            ahead: ahead.clone(),
-            acks: Stage::idle(Acker {
-                group: Group::new(&args, name.clone())?.count_errors(metrics.redis_errors()),
-                dlq_key: args.dlq_key(),
-                metrics: metrics.clone(),
-                stop: stop.clone(),
-            }),
         };
-        Ok(Self {
-            reader: Reader {
-                group: Group::new(&args, name)?.count_errors(metrics.redis_errors()),
-                args,
-                metrics,
-                stop,
-                pending_done: false,
-                claim_cursor: "0-0".to_owned(),
-                next_claim: Instant::now(),
-                ahead,
-            },
-            sink,
-        })
+        let acker = Acker::new(args.dlq_key(), holder(group()?));
+        let sink = Sink::new(
+            args.timeouts.db(),
+            pool,
+            holder(group()?),
+            ahead.clone(),
+            acker,
+        );
+        let reader = Reader::new(group()?, args, metrics, stop, ahead);
+        Ok(Self { reader, sink })
     }
 
     pub fn consumer_name(&self) -> &str {
@@ -221,23 +169,21 @@ impl Consumer {
             }
             if !reader.reads_new_only() {
                 // Own pending entries and claims may be entries of the batch in flight.
-                if let Err(entries) = settle_all(&mut stage).await {
-                    return Exit::Abandoned { entries };
+                if let Err(abandoned) = settle_all(&mut stage).await {
+                    return abandoned.into();
                 }
             }
             // Read and decode while the previous batch is inserted.
             let read = reader.read_or_stop(&mut shutdown).await.map(|read| {
                 read.map(|read| (!read.entries.is_empty()).then(|| reader.decode(read)))
             });
-            if let Err(count) = stage.settle().await {
+            if let Err(abandoned) = stage.settle().await {
                 // What was read meanwhile stays pending too: nothing is lost.
                 let read = match &read {
                     Some(Ok(Some(decoded))) => decoded.entries.len(),
                     _ => 0,
                 };
-                return Exit::Abandoned {
-                    entries: count + read,
-                };
+                return abandoned.with(read).into();
             }
             reader.held_ahead(&[]);
             let Some(read) = read else { continue };
@@ -252,8 +198,8 @@ impl Consumer {
                                 (sink, result)
                             })
                             .await;
-                        if let Err(entries) = started {
-                            return Exit::Abandoned { entries };
+                        if let Err(abandoned) = started {
+                            return abandoned.into();
                         }
                     }
                 }
@@ -284,12 +230,12 @@ impl Consumer {
                 }
             }
         }
-        if let Err(entries) = settle_all(&mut stage).await {
-            return Exit::Abandoned { entries };
+        if let Err(abandoned) = settle_all(&mut stage).await {
+            return abandoned.into();
         }
         // Settled: the sink is idle.
         let Some(sink) = stage.into_idle() else {
-            return Exit::Abandoned { entries: 0 };
+            return Abandoned::default().into();
         };
         Consumer {
             reader,
@@ -311,23 +257,22 @@ impl Consumer {
                         entries,
                         source: "pending",
                     });
-                    if let Err(entries) = self.sink.finish(decoded).await {
-                        return Exit::Abandoned { entries };
+                    if let Err(abandoned) = self.sink.finish(decoded).await {
+                        return abandoned.into();
                     }
-                    if let Err(entries) = self.sink.acks.settle().await {
-                        return Exit::Abandoned { entries };
+                    if let Err(abandoned) = self.sink.acks.settle().await {
+                        return abandoned.into();
                     }
                 }
                 // No group, so nothing pending either.
                 Err(e) if e.is_no_group() => break,
                 Err(e) => {
-                    if self
+                    if let Err(abandoned) = self
                         .reader
                         .pause(&mut backoff, "read pending", &e.to_string())
                         .await
-                        .is_err()
                     {
-                        return Exit::Abandoned { entries: 0 };
+                        return abandoned.into();
                     }
                 }
             }

@@ -1,14 +1,74 @@
-//! The read side of the pipeline: reads (new entries, this consumer's pending list, claims of
-//! idle entries) and decodes.
+//! The read stage: this consumer's own pending list, claims of entries idle on other consumers,
+//! and new entries, decoded into batches in the loop's own task.
 
-use super::{
-    batch, note_failure, watch, Abandon, Backoff, Batch, Decoded, Duration, Entry, Instant, Read,
-    Reader, RedisFailure,
-};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::stage::{note_failure, Stop};
+use super::Abandoned;
+use crate::batch::{self, Batch};
+use crate::config::StreamArgs;
+use crate::group::Group;
+use crate::metrics::Metrics;
+use crate::retry::Backoff;
+use crate::stream::{Entry, RedisFailure};
+
+/// Entries read from the stream, and where from (for logs).
+pub(super) struct Read {
+    pub(super) entries: Vec<Entry>,
+    pub(super) source: &'static str,
+}
+
+/// A batch read and decoded, waiting for (or in) its insert.
+pub(super) struct Decoded {
+    pub(super) entries: Vec<Entry>,
+    pub(super) ids: Vec<String>,
+    pub(super) source: &'static str,
+    pub(super) batch: Batch,
+    /// The batch's span, from its decode to its acknowledgement.
+    pub(super) span: tracing::Span,
+    pub(super) started: Instant,
+}
+
+/// The read side: the group's reader connection and its command connection for the pending
+/// list and claims; decodes what it reads.
+pub(super) struct Reader {
+    pub(super) args: StreamArgs,
+    pub(super) group: Group,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) stop: Stop,
+    /// False until this consumer's own pending entries (id `0`) have all been read.
+    pub(super) pending_done: bool,
+    claim_cursor: String,
+    next_claim: Instant,
+    /// The ids read ahead of the batch in flight; shared with the sink (see `Sink::ahead`).
+    ahead: Arc<Mutex<Vec<String>>>,
+}
 
 impl Reader {
+    pub(super) fn new(
+        group: Group,
+        args: StreamArgs,
+        metrics: Arc<Metrics>,
+        stop: Stop,
+        ahead: Arc<Mutex<Vec<String>>>,
+    ) -> Self {
+        Self {
+            args,
+            group,
+            metrics,
+            stop,
+            pending_done: false,
+            claim_cursor: "0-0".to_owned(),
+            next_claim: Instant::now(),
+            ahead,
+        }
+    }
+
     /// Creates the group at `start` unless it exists (an existing group is never moved).
-    pub(super) async fn ensure_group(&mut self, start: &str) -> Result<(), Abandon> {
+    pub(super) async fn ensure_group(&mut self, start: &str) -> Result<(), Abandoned> {
         let mut backoff = Backoff::standard();
         loop {
             match self.group.create(start).await {
@@ -20,7 +80,7 @@ impl Reader {
                 }
                 Err(e) => {
                     if self.stop.stopping() {
-                        return Err(Abandon);
+                        return Err(Abandoned::default());
                     }
                     self.pause(&mut backoff, "create group", &e.to_string())
                         .await?;
@@ -36,7 +96,7 @@ impl Reader {
         backoff: &mut Backoff,
         step: &str,
         error: &str,
-    ) -> Result<(), Abandon> {
+    ) -> Result<(), Abandoned> {
         let delay = note_failure(&self.metrics, backoff, step, error, 0);
         self.stop.wait(delay).await
     }
@@ -75,7 +135,8 @@ impl Reader {
         read
     }
 
-    /// Records the ids read ahead of the batch in flight (see [`Sink::ahead`]).
+    /// Records the ids read ahead of the batch in flight, which the sink keeps from being
+    /// claimed while it retries.
     pub(super) fn held_ahead(&self, ids: &[String]) {
         let mut ahead = self
             .ahead
@@ -85,13 +146,13 @@ impl Reader {
         ahead.extend_from_slice(ids);
     }
 
-    pub(super) fn claim_interval(&self) -> Duration {
+    fn claim_interval(&self) -> Duration {
         Duration::from_millis(self.args.claim_idle_ms / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(5))
     }
 
     /// Own pending entries first, then idle entries of other consumers, then new entries.
-    pub(super) async fn next_read(&mut self) -> Result<Read, RedisFailure> {
+    async fn next_read(&mut self) -> Result<Read, RedisFailure> {
         if !self.pending_done {
             let entries = self.group.read_own_pending().await?;
             if !entries.is_empty() {
@@ -118,7 +179,7 @@ impl Reader {
     }
 
     /// One `XAUTOCLAIM` step over the group's pending list, resuming where the last one ended.
-    pub(super) async fn claim(&mut self) -> Result<Vec<Entry>, RedisFailure> {
+    async fn claim(&mut self) -> Result<Vec<Entry>, RedisFailure> {
         // Claimed entries are ours at once: if anything fails before they are returned, they
         // are read again as own pending.
         self.pending_done = false;

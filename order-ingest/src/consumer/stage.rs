@@ -1,5 +1,6 @@
-//! The pipeline's moving parts: a stage that runs one job at a time in a task of its own, and
-//! the shutdown request every part watches.
+//! What the stages share: a [`Stage`] that runs one job at a time in a task of its own, the
+//! shutdown request every stage watches ([`Stop`]), and what a stage does after a transient
+//! failure ([`note_failure`], [`Holder`]).
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -7,15 +8,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::Abandon;
+use super::Abandoned;
+use crate::group::Group;
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, DRAIN_LIMIT};
 
 /// A worker (the sink, the acker), idle or busy with one job in a task of its own, which gives
-/// the worker back with `Err(entries)` if the job's batch was abandoned.
+/// the worker back with the job's result.
 pub(super) enum Stage<W> {
     Idle(Box<W>),
-    Busy(tokio::task::JoinHandle<(Box<W>, Result<(), usize>)>),
+    Busy(tokio::task::JoinHandle<(Box<W>, Result<(), Abandoned>)>),
     /// Only while switching between the two.
     Empty,
 }
@@ -26,11 +28,10 @@ impl<W: Send + 'static> Stage<W> {
     }
 
     /// Runs `job` on the worker in a task, once the job in flight (if any) has finished; `Err`
-    /// with the number of entries left pending if that one was abandoned (`job` then never
-    /// starts).
-    pub(super) async fn start<F>(&mut self, job: impl FnOnce(Box<W>) -> F) -> Result<(), usize>
+    /// if that one was abandoned (`job` then never starts).
+    pub(super) async fn start<F>(&mut self, job: impl FnOnce(Box<W>) -> F) -> Result<(), Abandoned>
     where
-        F: Future<Output = (Box<W>, Result<(), usize>)> + Send + 'static,
+        F: Future<Output = (Box<W>, Result<(), Abandoned>)> + Send + 'static,
     {
         self.settle().await?;
         if let Stage::Idle(worker) = std::mem::replace(self, Stage::Empty) {
@@ -39,9 +40,9 @@ impl<W: Send + 'static> Stage<W> {
         Ok(())
     }
 
-    /// Waits for the job in flight, if any; `Err` with the number of entries left pending if
-    /// it was abandoned. A job that panicked panics here.
-    pub(super) async fn settle(&mut self) -> Result<(), usize> {
+    /// Waits for the job in flight, if any; `Err` if it was abandoned. A job that panicked
+    /// panics here.
+    pub(super) async fn settle(&mut self) -> Result<(), Abandoned> {
         match std::mem::replace(self, Stage::Empty) {
             Stage::Busy(task) => match task.await {
                 Ok((worker, result)) => {
@@ -74,7 +75,7 @@ impl<W: Send + 'static> Stage<W> {
     }
 }
 
-/// The shutdown request and when it was first seen, shared by the reader and the sink.
+/// The shutdown request and when it was first seen, shared by every stage.
 #[derive(Clone)]
 pub(super) struct Stop {
     pub(super) shutdown: watch::Receiver<bool>,
@@ -114,10 +115,10 @@ impl Stop {
     }
 
     /// Waits `delay` before the next attempt of a failed step. Returns `Err` once shutdown was
-    /// requested and the drain time is spent.
-    pub(super) async fn wait(&self, delay: Duration) -> Result<(), Abandon> {
+    /// requested and the drain time is spent (the caller counts the entries it held).
+    pub(super) async fn wait(&self, delay: Duration) -> Result<(), Abandoned> {
         if self.drain_expired() {
-            return Err(Abandon);
+            return Err(Abandoned::default());
         }
         if let Some(t) = self.seen() {
             tokio::time::sleep(delay.min(DRAIN_LIMIT.saturating_sub(t.elapsed()))).await;
@@ -130,7 +131,7 @@ impl Stop {
             }
         }
         if self.drain_expired() {
-            return Err(Abandon);
+            return Err(Abandoned::default());
         }
         Ok(())
     }
@@ -156,4 +157,31 @@ pub(super) fn note_failure(
         "transient failure; retrying"
     );
     delay
+}
+
+/// What a stage that holds entries (the sink, the acker) needs after a transient failure: the
+/// group, to keep the held entries from being claimed by another consumer while it waits, the
+/// metrics that count the failure, and the shutdown request that cuts the wait short.
+pub(super) struct Holder {
+    pub(super) group: Group,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) stop: Stop,
+}
+
+impl Holder {
+    /// Counts and logs a transient failure of `failed_step`, refreshes the idle time of the
+    /// `held` entries, and waits before the next attempt. `Err` once shutdown was requested
+    /// and the drain time is spent.
+    pub(super) async fn pause(
+        &mut self,
+        backoff: &mut Backoff,
+        (failed_step, error): (&str, &str),
+        held: &[String],
+    ) -> Result<(), Abandoned> {
+        let delay = note_failure(&self.metrics, backoff, failed_step, error, held.len());
+        if !held.is_empty() {
+            self.group.refresh_idle(held).await;
+        }
+        self.stop.wait(delay).await
+    }
 }

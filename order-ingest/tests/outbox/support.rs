@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use order_ingest::config::OutboxArgs;
+use order_ingest::config::Timeouts;
 use order_ingest::outbox::Relay;
-use order_ingest::retry::Timeouts;
 use order_ingest::stream::RedisConn;
 use order_ingest::Metrics;
 use order_store::orders::{self, InsertOutcome};
