@@ -2,7 +2,7 @@
 //!
 //! Handlers and filters reject with [`ApiError`]; [`recover`] turns every rejection (ours and
 //! warp's own: unknown route, wrong method) into a status and a pending [`ErrorBody`] carried in
-//! the response's extensions. The outermost layer ([`crate::filters::finish`]) knows the
+//! the response's extensions. The outermost layer ([`crate::layers::finish`]) knows the
 //! request path and trace id and writes the body, so every error has the same shape
 //! (docs/compatibility.md §3): `{error, message, path, status, traceId, details}`.
 

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use order_store::health;
 use order_store::metrics::{register, register_build_info, PoolWaits};
 use order_store::Pool;
 use prometheus::{
@@ -18,7 +19,6 @@ use prometheus::{
     TextEncoder,
 };
 use tokio::sync::Mutex;
-use order_store::health;
 use warp::http::StatusCode;
 use warp::reply::Response;
 

@@ -87,9 +87,9 @@ fn get_either(first: &'static str, second: &'static str) -> BoxedFilter<()> {
 pub fn routes<P: Probe>(probe: &P) -> BoxedFilter<(Response,)> {
     let live = get_either(LIVE, ACTUATOR_LIVENESS)
         .map(|| json(StatusCode::OK, "{\"status\":\"UP\"}".to_owned()));
-    let ready = get(READY).and(with(probe)).then(|probe: P| async move {
-        P::ready_reply(probe.check().await)
-    });
+    let ready = get(READY)
+        .and(with(probe))
+        .then(|probe: P| async move { P::ready_reply(probe.check().await) });
     let actuator_health = get_either(ACTUATOR_HEALTH, ACTUATOR_READINESS)
         .and(with(probe))
         .then(|probe: P| async move {
@@ -128,7 +128,9 @@ pub fn routes<P: Probe>(probe: &P) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-fn with<P: Probe>(probe: &P) -> impl Filter<Extract = (P,), Error = std::convert::Infallible> + Clone {
+fn with<P: Probe>(
+    probe: &P,
+) -> impl Filter<Extract = (P,), Error = std::convert::Infallible> + Clone {
     let probe = probe.clone();
     warp::any().map(move || probe.clone())
 }

@@ -239,7 +239,9 @@ impl Mutation {
     ) -> Result<Option<GqlOrder>> {
         run(ctx, WRITE_SCOPE, async |db| {
             let (id, reason) = validate::id_and_text(order_id(&id), "reason", Ok(Some(reason)))?;
-            Ok(Some(GqlOrder(service::apply(db, id, Edit::Cancel(&reason)).await?)))
+            Ok(Some(GqlOrder(
+                service::apply(db, id, Edit::Cancel(&reason)).await?,
+            )))
         })
         .await
     }
@@ -252,7 +254,9 @@ impl Mutation {
     ) -> Result<Option<GqlOrder>> {
         run(ctx, WRITE_SCOPE, async |db| {
             let (id, note) = validate::id_and_text(order_id(&id), "note", Ok(Some(note)))?;
-            Ok(Some(GqlOrder(service::apply(db, id, Edit::Note(&note)).await?)))
+            Ok(Some(GqlOrder(
+                service::apply(db, id, Edit::Note(&note)).await?,
+            )))
         })
         .await
     }

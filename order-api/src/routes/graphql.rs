@@ -58,8 +58,7 @@ async fn answer(
 /// The body of `POST /graphql` as one GraphQL request, with the schema to run it on.
 fn graphql_request(
     state: &AppState,
-) -> impl Filter<Extract = ((OrderSchema, async_graphql::Request),), Error = Rejection> + Clone
-{
+) -> impl Filter<Extract = ((OrderSchema, async_graphql::Request),), Error = Rejection> + Clone {
     let schema = state.schema().clone();
     bounded_body(state.max_body_bytes).and_then(move |bytes: Vec<u8>| {
         let schema = schema.clone();

@@ -30,15 +30,24 @@ pub struct Route {
 
 impl Route {
     pub const fn get(path: &'static str) -> Self {
-        Self { method: "GET", path }
+        Self {
+            method: "GET",
+            path,
+        }
     }
 
     pub const fn post(path: &'static str) -> Self {
-        Self { method: "POST", path }
+        Self {
+            method: "POST",
+            path,
+        }
     }
 
     pub const fn patch(path: &'static str) -> Self {
-        Self { method: "PATCH", path }
+        Self {
+            method: "PATCH",
+            path,
+        }
     }
 }
 
@@ -148,13 +157,16 @@ pub(crate) fn json_response(value: &impl serde::Serialize) -> Response {
     warp::reply::Reply::into_response(warp::reply::json(value))
 }
 
-pub(crate) fn with_state(state: &AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+pub(crate) fn with_state(
+    state: &AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
     let state = state.clone();
     warp::any().map(move || state.clone())
 }
 
 /// The client's `X-Consistency-Token`, if it sent one; a malformed one is a 400.
-pub(crate) fn consistency_token() -> impl Filter<Extract = (Option<u64>,), Error = Rejection> + Clone {
+pub(crate) fn consistency_token() -> impl Filter<Extract = (Option<u64>,), Error = Rejection> + Clone
+{
     warp::header::optional::<String>(CONSISTENCY_HEADER).and_then(
         |token: Option<String>| async move {
             token
@@ -167,7 +179,9 @@ pub(crate) fn consistency_token() -> impl Filter<Extract = (Option<u64>,), Error
 }
 
 /// The state of a read: its reads routed with the request's consistency token.
-pub(crate) fn with_reads(state: &AppState) -> impl Filter<Extract = (AppState,), Error = Rejection> + Clone {
+pub(crate) fn with_reads(
+    state: &AppState,
+) -> impl Filter<Extract = (AppState,), Error = Rejection> + Clone {
     let state = state.clone();
     consistency_token().map(move |after| state.for_reads(after))
 }
@@ -193,7 +207,6 @@ pub(crate) fn read(state: &AppState) -> impl Filter<Extract = (), Error = Reject
 pub(crate) fn write(state: &AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     auth::require(state.auth.clone(), WRITE_SCOPE)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -430,7 +430,11 @@ pub fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// Answers [`cancel()`].
-async fn answer_cancel(id: String, body: CancelBody, state: AppState) -> Result<Response, Rejection> {
+async fn answer_cancel(
+    id: String,
+    body: CancelBody,
+    state: AppState,
+) -> Result<Response, Rejection> {
     let (uuid, reason) = id_and_text(&id, "reason", body.reason.as_ref())?;
     let order = service::apply(&state.db, uuid, Edit::Cancel(&reason)).await?;
     Ok(changed(&order, &state))
@@ -451,7 +455,11 @@ pub fn add_note(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 /// Answers [`add_note()`].
-async fn answer_add_note(id: String, body: NoteBody, state: AppState) -> Result<Response, Rejection> {
+async fn answer_add_note(
+    id: String,
+    body: NoteBody,
+    state: AppState,
+) -> Result<Response, Rejection> {
     let (uuid, note) = id_and_text(&id, "note", body.note.as_ref())?;
     let order = service::apply(&state.db, uuid, Edit::Note(&note)).await?;
     Ok(changed(&order, &state))
