@@ -33,29 +33,29 @@ pub fn health_and_metrics(state: &AppState) -> BoxedFilter<(Response,)> {
 }
 
 impl Probe for AppState {
-    /// Why the instance should not get traffic now, if it should not.
-    type Check = Option<&'static str>;
+    /// Ready, or why the instance should not get traffic now.
+    type Check = Result<(), &'static str>;
 
     const NAME: &'static str = "order-api";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const METRICS_CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
 
-    async fn check(&self) -> Option<&'static str> {
-        service::unready_reason(self).await
+    async fn check(&self) -> Result<(), &'static str> {
+        service::unready_reason(self).await.map_or(Ok(()), Err)
     }
 
-    fn is_ready(check: &Option<&'static str>) -> bool {
-        check.is_none()
+    fn is_ready(check: &Result<(), &'static str>) -> bool {
+        check.is_ok()
     }
 
     /// 503 with the error body while the database is unreachable or the instance is
     /// shutting down.
-    fn ready_reply(check: Option<&'static str>) -> Response {
+    fn ready_reply(check: Result<(), &'static str>) -> Response {
         match check {
-            None => json_response(
+            Ok(()) => json_response(
                 &serde_json::json!({ "status": "UP", "checks": { "database": "UP" } }),
             ),
-            Some(reason) => ApiError::Unavailable(reason.into()).body().into_response(),
+            Err(reason) => ApiError::Unavailable(reason.into()).body().into_response(),
         }
     }
 
