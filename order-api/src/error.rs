@@ -28,9 +28,18 @@ pub enum ApiError {
     /// The order's status is past the point where it can be cancelled.
     #[error("cannot cancel an order in status {0}")]
     CannotCancel(OrderStatus),
-    /// A value the database refuses, or a body that is not JSON.
+    /// A value the database refuses (its reason).
     #[error("{0}")]
     BadRequest(String),
+    /// A body declared JSON that does not parse as the request's JSON (the parser's reason).
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    /// The body could not be read off the connection.
+    #[error("unreadable body: {0}")]
+    UnreadableBody(String),
+    /// An `X-Consistency-Token` that is not a token this service hands out.
+    #[error("malformed consistency token")]
+    MalformedConsistencyToken,
     #[error("{0}")]
     Conflict(String),
     /// The reason is logged, never returned: it would help an attacker probe the checks.
@@ -130,6 +139,11 @@ impl ApiError {
             }
             ApiError::CannotCancel(status) => format!("Cannot cancel order in status: {status}"),
             ApiError::BadRequest(message) | ApiError::Conflict(message) => message.clone(),
+            ApiError::MalformedJson(reason) => format!("Malformed JSON request body: {reason}"),
+            ApiError::UnreadableBody(reason) => format!("Unreadable request body: {reason}"),
+            ApiError::MalformedConsistencyToken => "Malformed X-Consistency-Token header: send \
+                                                    back the value a change answered, unmodified"
+                .into(),
             ApiError::Unauthenticated(reason) => {
                 tracing::info!(reason = %reason, "request rejected: authentication failed");
                 "A valid bearer token is required".into()
@@ -154,6 +168,9 @@ impl ApiError {
         match self {
             ApiError::Validation(_)
             | ApiError::BadRequest(_)
+            | ApiError::MalformedJson(_)
+            | ApiError::UnreadableBody(_)
+            | ApiError::MalformedConsistencyToken
             | ApiError::InvalidTransition { .. }
             | ApiError::CannotCancel(_) => StatusCode::BAD_REQUEST,
             ApiError::OrderNotFound(_) => StatusCode::NOT_FOUND,

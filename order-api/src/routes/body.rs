@@ -17,11 +17,8 @@ pub fn json_body<T: DeserializeOwned + Send + 'static>(
     json_content_type()
         .and(bounded_body(limit))
         .and_then(|bytes: Vec<u8>| async move {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                Rejection::from(ApiError::BadRequest(format!(
-                    "Malformed JSON request body: {e}"
-                )))
-            })
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Rejection::from(ApiError::MalformedJson(e.to_string())))
         })
 }
 
@@ -69,8 +66,7 @@ where
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     let mut body = Box::pin(body);
     while let Some(chunk) = body.next().await {
-        let mut chunk =
-            chunk.map_err(|e| ApiError::BadRequest(format!("Unreadable request body: {e}")))?;
+        let mut chunk = chunk.map_err(|e| ApiError::UnreadableBody(e.to_string()))?;
         if (bytes.len() + chunk.remaining()) as u64 > limit {
             return Err(ApiError::PayloadTooLarge(limit).into());
         }
