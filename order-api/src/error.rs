@@ -164,6 +164,15 @@ impl ApiError {
         }
     }
 
+    /// The `message` of this error as a GraphQL error, as the existing service words it.
+    pub fn graphql_message(&self) -> String {
+        match self {
+            ApiError::Validation(_) => "Validation failed".into(),
+            ApiError::Forbidden(_) => "Access denied".into(),
+            other => other.public_message(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_)

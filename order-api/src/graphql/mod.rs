@@ -222,12 +222,7 @@ pub fn api_error(error: &ApiError) -> async_graphql::Error {
         )),
         _ => None,
     };
-    let message = match error {
-        ApiError::Validation(_) => "Validation failed".to_owned(),
-        ApiError::Forbidden(_) => "Access denied".to_owned(),
-        other => other.public_message(),
-    };
-    async_graphql::Error::new(message).extend_with(move |_, e| {
+    async_graphql::Error::new(error.graphql_message()).extend_with(move |_, e| {
         e.set("classification", classification);
         if let Some(validation) = &validation {
             e.set("validationErrors", validation.clone());
