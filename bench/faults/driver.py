@@ -145,7 +145,7 @@ FINDINGS = [
      "order-api `Checks::required` / `Checks::text` answer 400 naming the field",
      "order-api `rest::nul_characters_are_a_400_not_a_500`"),
     ("405 responses had no `Allow` header (RFC 9110; schemathesis ST204).",
-     "`finish` in order-api/src/filters.rs adds `Allow` from `ROUTES`",
+     "`finish` in order-api/src/layers.rs adds `Allow` from `routes::ROUTES`",
      "order-api `rest::method_not_allowed_lists_the_allowed_methods`"),
     ("After Redis restarts and reloads the group from the AOF, `XINFO GROUPS` reports a lag that never "
      "drains (its entries-read counter is off) although the group has read everything; "

@@ -1,6 +1,6 @@
 //! REST query-string, path and body parsing: any request line and JSON body must be answered
 //! with an ordinary status (never a panic, never a 500). The server is the real route tree
-//! (`order_api::filters::routes`) with authentication off and a pool that points at a closed
+//! (`order_api::routes::routes`) with authentication off and a pool that points at a closed
 //! port, so a request that passes validation ends in a quick 503 instead of a query.
 //!
 //! Input layout: byte 0 picks the route and method, then `path-part \n query \n body`.
@@ -67,7 +67,7 @@ type Handler = Box<
 fn handler() -> &'static Handler {
     static HANDLER: OnceLock<Handler> = OnceLock::new();
     HANDLER.get_or_init(|| {
-        let filter = order_api::filters::routes(state());
+        let filter = order_api::routes::routes(state());
         Box::new(move |request| runtime().block_on(request.reply(&filter)))
     })
 }

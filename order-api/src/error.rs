@@ -2,13 +2,13 @@
 //!
 //! Handlers and filters reject with [`ApiError`]; [`recover`] turns every rejection (ours and
 //! warp's own: unknown route, wrong method) into a status and a pending [`ErrorBody`] carried in
-//! the response's extensions. The outermost layer ([`crate::filters::finish`]) knows the
+//! the response's extensions. The outermost layer ([`crate::layers::finish`]) knows the
 //! request path and trace id and writes the body, so every error has the same shape
 //! (docs/compatibility.md §3): `{error, message, path, status, traceId, details}`.
 
 use std::convert::Infallible;
 
-use order_store::{FieldError, StoreError};
+use order_store::{FieldError, OrderStatus, StoreError};
 use serde_json::json;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -19,12 +19,27 @@ pub enum ApiError {
     /// One or more invalid inputs; all of them are reported.
     #[error("Request validation failed")]
     Validation(Vec<FieldError>),
-    #[error("{0}")]
-    NotFound(String),
-    /// A well-formed request the order's state refuses (a forbidden transition), or a body
-    /// that is not JSON.
+    /// No order has this id or number (as the client wrote it).
+    #[error("order {0} not found")]
+    OrderNotFound(String),
+    /// The order's status does not lead to the requested one.
+    #[error("invalid status transition from {from} to {to}")]
+    InvalidTransition { from: OrderStatus, to: OrderStatus },
+    /// The order's status is past the point where it can be cancelled.
+    #[error("cannot cancel an order in status {0}")]
+    CannotCancel(OrderStatus),
+    /// A value the database refuses (its reason).
     #[error("{0}")]
     BadRequest(String),
+    /// A body declared JSON that does not parse as the request's JSON (the parser's reason).
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    /// The body could not be read off the connection.
+    #[error("unreadable body: {0}")]
+    UnreadableBody(String),
+    /// An `X-Consistency-Token` that is not a token this service hands out.
+    #[error("malformed consistency token")]
+    MalformedConsistencyToken,
     #[error("{0}")]
     Conflict(String),
     /// The reason is logged, never returned: it would help an attacker probe the checks.
@@ -48,14 +63,20 @@ impl warp::reject::Reject for ApiError {}
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::NotFound(message) => ApiError::NotFound(message),
-            e @ (StoreError::InvalidTransition { .. } | StoreError::CannotCancel(_)) => {
-                ApiError::BadRequest(e.to_string())
-            }
-            StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::NotFound(id) => ApiError::OrderNotFound(id.to_string()),
+            StoreError::InvalidTransition { from, to } => ApiError::InvalidTransition { from, to },
+            StoreError::CannotCancel(status) => ApiError::CannotCancel(status),
+            StoreError::EmptyFulfillmentUpdate => ApiError::Validation(vec![FieldError::new(
+                "input",
+                crate::validate::FULFILLMENT_INPUT,
+            )]),
             StoreError::Validation(errors) => ApiError::Validation(errors),
             StoreError::InvalidData(message) => ApiError::BadRequest(message),
             StoreError::Unavailable(message) => ApiError::Unavailable(message),
+            // Start-up conditions, never met while serving a request.
+            e @ (StoreError::SchemaNotCurrent { .. } | StoreError::MigrationLockShared(_)) => {
+                ApiError::Conflict(e.to_string())
+            }
             e @ StoreError::Other(_) => ApiError::Internal(Box::new(e)),
         }
     }
@@ -112,9 +133,17 @@ impl ApiError {
     pub fn public_message(&self) -> String {
         match self {
             ApiError::Validation(_) => "Request validation failed".into(),
-            ApiError::NotFound(message)
-            | ApiError::BadRequest(message)
-            | ApiError::Conflict(message) => message.clone(),
+            ApiError::OrderNotFound(what) => format!("Order not found: {what}"),
+            ApiError::InvalidTransition { from, to } => {
+                format!("Invalid status transition from {from} to {to}")
+            }
+            ApiError::CannotCancel(status) => format!("Cannot cancel order in status: {status}"),
+            ApiError::BadRequest(message) | ApiError::Conflict(message) => message.clone(),
+            ApiError::MalformedJson(reason) => format!("Malformed JSON request body: {reason}"),
+            ApiError::UnreadableBody(reason) => format!("Unreadable request body: {reason}"),
+            ApiError::MalformedConsistencyToken => "Malformed X-Consistency-Token header: send \
+                                                    back the value a change answered, unmodified"
+                .into(),
             ApiError::Unauthenticated(reason) => {
                 tracing::info!(reason = %reason, "request rejected: authentication failed");
                 "A valid bearer token is required".into()
@@ -135,10 +164,25 @@ impl ApiError {
         }
     }
 
+    /// The `message` of this error as a GraphQL error, as the existing service words it.
+    pub fn graphql_message(&self) -> String {
+        match self {
+            ApiError::Validation(_) => "Validation failed".into(),
+            ApiError::Forbidden(_) => "Access denied".into(),
+            other => other.public_message(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Validation(_)
+            | ApiError::BadRequest(_)
+            | ApiError::MalformedJson(_)
+            | ApiError::UnreadableBody(_)
+            | ApiError::MalformedConsistencyToken
+            | ApiError::InvalidTransition { .. }
+            | ApiError::CannotCancel(_) => StatusCode::BAD_REQUEST,
+            ApiError::OrderNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -1,5 +1,4 @@
-//! The layers every request passes through, outside the routes: the route table (metrics
-//! labels, `Allow` headers, span names), the request's span and trace id, and the finishing of
+//! The layers every request passes through, outside the routes: the request's span and trace id, and the finishing of
 //! every response (error bodies with path and trace id, metrics, the span's status, the request
 //! log line).
 
@@ -15,66 +14,7 @@ use warp::Filter;
 
 use crate::error::ErrorBody;
 use crate::metrics::Metrics;
-
-/// Every route the server answers, as `(method, path template)`: the metrics' route labels
-/// and the OpenAPI test both read it. More specific templates come first.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/orders"),
-    ("GET", "/orders/number/{orderNumber}"),
-    ("GET", "/orders/store/{storeNumber}"),
-    ("GET", "/orders/customer/{customerId}"),
-    ("GET", "/orders/{orderId}"),
-    ("PATCH", "/orders/{orderId}/status"),
-    ("PATCH", "/orders/{orderId}/fulfillment"),
-    ("POST", "/orders/{orderId}/cancel"),
-    ("POST", "/orders/{orderId}/notes"),
-    ("POST", "/graphql"),
-    ("GET", "/graphiql"),
-    ("GET", "/health/live"),
-    ("GET", "/health/ready"),
-    ("GET", "/metrics"),
-    ("GET", "/actuator/health"),
-    ("GET", "/actuator/health/liveness"),
-    ("GET", "/actuator/health/readiness"),
-    ("GET", "/actuator/info"),
-    ("GET", "/actuator/prometheus"),
-    ("GET", "/openapi.json"),
-];
-
-/// Whether `path` is an instance of `template` (`{name}` matches any one segment).
-fn template_matches(template: &str, path: &str) -> bool {
-    let mut parts = template.trim_matches('/').split('/');
-    let mut segments = path.trim_matches('/').split('/');
-    loop {
-        match (parts.next(), segments.next()) {
-            (None, None) => return true,
-            (Some(p), Some(s)) if p.starts_with('{') || p == s => {}
-            _ => return false,
-        }
-    }
-}
-
-/// The template of `path`, or `"unmatched"`: metrics labels must not grow with client input.
-pub fn route_label(path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .map(|(_, template)| *template)
-        .find(|template| template_matches(template, path))
-        .unwrap_or("unmatched")
-}
-
-/// The methods some route answers at `path`, for the `Allow` header of a 405 (RFC 9110
-/// 15.5.6: a 405 must list them).
-pub fn allowed_methods(path: &str) -> Vec<&'static str> {
-    let mut methods: Vec<&'static str> = ROUTES
-        .iter()
-        .filter(|(_, template)| template_matches(template, path))
-        .map(|(method, _)| *method)
-        .collect();
-    methods.sort_unstable();
-    methods.dedup();
-    methods
-}
+use crate::routes::{allowed_methods, route_label};
 
 /// What the outermost layer needs to finish a response.
 #[derive(Debug, Clone)]
@@ -217,23 +157,4 @@ pub fn finish(metrics: &Metrics, info: &RequestInfo, mut response: Response) -> 
         "request"
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::route_label;
-
-    #[test]
-    fn route_labels_are_templates() {
-        assert_eq!(route_label("/orders"), "/orders");
-        assert_eq!(route_label("/orders/abc"), "/orders/{orderId}");
-        assert_eq!(
-            route_label("/orders/number/N-1"),
-            "/orders/number/{orderNumber}"
-        );
-        assert_eq!(route_label("/orders/abc/notes"), "/orders/{orderId}/notes");
-        assert_eq!(route_label("/orders/abc/other"), "unmatched");
-        assert_eq!(route_label("/health/live"), "/health/live");
-        assert_eq!(route_label("/"), "unmatched");
-    }
 }

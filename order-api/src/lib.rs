@@ -6,13 +6,12 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
-pub mod filters;
 pub mod graphql;
-pub mod handlers;
 pub mod layers;
 pub mod metrics;
 pub mod openapi;
 pub mod replica;
+pub mod routes;
 pub mod service;
 pub mod state;
 pub mod streaming;
@@ -30,5 +29,5 @@ pub fn serve(
     addr: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl Future<Output = ()>), warp::Error> {
-    warp::serve(filters::routes(state)).try_bind_with_graceful_shutdown(addr, shutdown)
+    warp::serve(routes::routes(state)).try_bind_with_graceful_shutdown(addr, shutdown)
 }

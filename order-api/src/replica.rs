@@ -252,13 +252,7 @@ pub fn format_token(position: u64) -> String {
 
 /// A consistency token sent back by a client, or a 400 naming the header.
 pub fn parse_token(text: &str) -> Result<u64, ApiError> {
-    replication::parse_lsn(text.trim()).ok_or_else(|| {
-        ApiError::BadRequest(
-            "Malformed X-Consistency-Token header: send back the value a change answered, \
-             unmodified"
-                .into(),
-        )
-    })
+    replication::parse_lsn(text.trim()).ok_or(ApiError::MalformedConsistencyToken)
 }
 
 #[cfg(test)]

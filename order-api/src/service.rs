@@ -1,43 +1,15 @@
-//! One function per operation, shared by REST and GraphQL: validated input in, one timed
-//! database call, `ApiError` out. The transports only parse their input and render the result.
-//! Reads go through [`Db::read`] (the replica when it can serve them), changes through
-//! [`Db::write`] (the primary).
+//! The domain rules REST and GraphQL share beyond single store calls: what a search without
+//! a store or customer answers and whether more pages follow, a change applied together with
+//! its outbox event, and when the instance is ready for traffic. Plain reads go straight to
+//! [`Db::read`] (the replica when it can serve them) from the transports.
 
-use order_store::orders::{self, Cursor, FulfillmentUpdate, OrderFilter};
+use order_store::orders::{self, FulfillmentUpdate};
 use order_store::{outbox, AsyncConnection as _, Order, OrderStatus, StoreError};
 use uuid::Uuid;
 
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::validate::{SearchQuery, Window};
-
-/// `GET /orders/{orderId}`, `order(id)`.
-pub async fn get(db: &Db, id: Uuid) -> Result<Option<Order>, ApiError> {
-    db.read("SELECT", async |conn| orders::find_by_id(conn, id).await)
-        .await
-}
-
-/// `GET /orders/number/{orderNumber}`, `orderByNumber`.
-pub async fn by_number(db: &Db, number: &str) -> Result<Option<Order>, ApiError> {
-    db.read("SELECT", async |conn| {
-        orders::find_by_order_number(conn, number).await
-    })
-    .await
-}
-
-/// A page of the orders matching `filter`, newest first; `after` continues from a previous
-/// page's last order.
-pub async fn list(
-    db: &Db,
-    filter: &OrderFilter,
-    after: Option<Cursor>,
-    window: Window,
-) -> Result<Vec<Order>, ApiError> {
-    db.read("SELECT", async |conn| {
-        orders::list(conn, filter, after, window.offset, window.limit).await
-    })
-    .await
-}
 
 /// One page of a search, its total, and whether more pages follow.
 #[derive(Debug)]
@@ -73,7 +45,7 @@ pub async fn search(db: &Db, query: &SearchQuery) -> Result<SearchResult, ApiErr
 }
 
 /// One of the four changes an order can be given.
-enum Edit<'a> {
+pub enum Edit<'a> {
     Status(OrderStatus),
     Fulfillment(&'a FulfillmentUpdate),
     Cancel(&'a str),
@@ -84,7 +56,7 @@ enum Edit<'a> {
 /// transaction: the event exists exactly when the change committed, and a refused change (its
 /// error) rolls back and writes nothing. The event carries the trace context of the caller's
 /// span. Redis is never involved: publishing is the relay's job, after the commit.
-async fn committed(db: &Db, id: Uuid, edit: Edit<'_>) -> Result<Order, ApiError> {
+pub async fn apply(db: &Db, id: Uuid, edit: Edit<'_>) -> Result<Order, ApiError> {
     let traceparent = order_store::telemetry::current_traceparent();
     db.write("UPDATE", async |conn| {
         conn.transaction(async |conn| {
@@ -100,30 +72,6 @@ async fn committed(db: &Db, id: Uuid, edit: Edit<'_>) -> Result<Order, ApiError>
         .await
     })
     .await
-}
-
-/// `PATCH /orders/{orderId}/status`, `updateOrderStatus`.
-pub async fn update_status(db: &Db, id: Uuid, status: OrderStatus) -> Result<Order, ApiError> {
-    committed(db, id, Edit::Status(status)).await
-}
-
-/// `PATCH /orders/{orderId}/fulfillment`, `updateFulfillment`.
-pub async fn update_fulfillment(
-    db: &Db,
-    id: Uuid,
-    update: &FulfillmentUpdate,
-) -> Result<Order, ApiError> {
-    committed(db, id, Edit::Fulfillment(update)).await
-}
-
-/// `POST /orders/{orderId}/cancel`, `cancelOrder`.
-pub async fn cancel(db: &Db, id: Uuid, reason: &str) -> Result<Order, ApiError> {
-    committed(db, id, Edit::Cancel(reason)).await
-}
-
-/// `POST /orders/{orderId}/notes`, `addOrderNote`.
-pub async fn add_note(db: &Db, id: Uuid, note: &str) -> Result<Order, ApiError> {
-    committed(db, id, Edit::Note(note)).await
 }
 
 /// Why this instance should not get traffic now, if it should not: the one check behind

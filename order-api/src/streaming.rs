@@ -1,7 +1,7 @@
 //! Arrays of orders of any length in flat memory: read a chunk at a time with a keyset cursor
 //! and sent as they come.
 
-use order_store::orders::{Cursor, OrderFilter};
+use order_store::orders::{self, Cursor, OrderFilter};
 use order_store::Order;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::hyper::body::Bytes;
@@ -10,8 +10,6 @@ use warp::reply::Response;
 
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::service;
-use crate::validate::Window;
 
 /// Rows per query when streaming an array: large enough to amortise the round trip, small
 /// enough that memory stays flat whatever the result size.
@@ -41,16 +39,7 @@ pub async fn orders_array(
 ) -> Result<Response, ApiError> {
     let take = |remaining: Option<i64>| remaining.map_or(STREAM_CHUNK, |r| r.min(STREAM_CHUNK));
     let first_take = take(limit);
-    let first = service::list(
-        &db,
-        &filter,
-        None,
-        Window {
-            offset,
-            limit: first_take,
-        },
-    )
-    .await?;
+    let first = page(&db, &filter, None, offset, first_take).await?;
     let mut buf = Vec::with_capacity(first.len() * 1024 + 2);
     buf.push(b'[');
     write_orders(&mut buf, &first, true)?;
@@ -89,11 +78,7 @@ async fn continue_stream(
     // bound that keeps a slow client from buffering the whole result here.
     loop {
         let want = remaining.map_or(STREAM_CHUNK, |r| r.min(STREAM_CHUNK));
-        let window = Window {
-            offset: 0,
-            limit: want,
-        };
-        let rows = service::list(&db, &filter, cursor, window).await;
+        let rows = page(&db, &filter, cursor, 0, want).await;
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
@@ -121,4 +106,18 @@ async fn continue_stream(
             return;
         }
     }
+}
+
+/// One chunk of the array: the orders matching `filter` after `cursor`, newest first.
+pub(crate) async fn page(
+    db: &Db,
+    filter: &OrderFilter,
+    cursor: Option<Cursor>,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<Order>, ApiError> {
+    db.read("SELECT", async |conn| {
+        orders::list(conn, filter, cursor, offset, limit).await
+    })
+    .await
 }

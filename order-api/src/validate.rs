@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-pub use order_store::error::{NO_FULFILLMENT_FIELD as FULFILLMENT_INPUT, REQUIRED};
+pub use order_store::error::REQUIRED;
+/// A fulfillment update that changes nothing.
+pub const FULFILLMENT_INPUT: &str = "At least one field must be provided";
 pub const UUID: &str = "Must be a valid UUID";
 pub const STORE_NUMBER: &str = "Must be between 1 and 2000";
 pub const PAGE_SIZE: &str = "Must be between 1 and 100";
@@ -42,10 +44,8 @@ fn invalid<T>(field: &str, message: impl Into<String>) -> Field<T> {
 
 /// An order id: blank or absent is `Required`, anything else that is not a UUID is invalid.
 pub fn order_id(field: &str, text: Option<&str>) -> Field<Uuid> {
-    match text.map(str::trim) {
-        None | Some("") => invalid(field, REQUIRED),
-        Some(t) => Uuid::try_parse(t).or_else(|_| invalid(field, UUID)),
-    }
+    let t = FieldError::required(field, text)?.trim();
+    Uuid::try_parse(t).or_else(|_| invalid(field, UUID))
 }
 
 pub fn store_number(field: &str, n: i64) -> Field<i32> {
@@ -64,10 +64,8 @@ pub fn store_number_text(field: &str, text: &str) -> Field<i32> {
 
 /// A required, non-blank string of at most `max` characters, without U+0000.
 pub fn required(field: &str, text: Option<&str>, max: usize) -> Field<String> {
-    match text {
-        Some(t) if !t.trim().is_empty() => bounded_text(field, t, max).map(str::to_owned),
-        _ => invalid(field, REQUIRED),
-    }
+    let t = FieldError::required(field, text)?;
+    bounded_text(field, t, max).map(str::to_owned)
 }
 
 /// Optional free text: absent stays absent; present text is bounded and NUL-free.
@@ -93,10 +91,8 @@ fn bounded_text<'a>(field: &str, text: &'a str, max: usize) -> Field<&'a str> {
 
 /// A status name, case-insensitive; blank or absent is `Required`.
 pub fn status(field: &str, text: Option<&str>) -> Field<OrderStatus> {
-    match text.map(str::trim) {
-        None | Some("") => invalid(field, REQUIRED),
-        Some(t) => OrderStatus::parse_ignore_case(t).or_else(|_| invalid(field, STATUS)),
-    }
+    let t = FieldError::required(field, text)?.trim();
+    OrderStatus::parse_ignore_case(t).or_else(|_| invalid(field, STATUS))
 }
 
 /// An optional status filter (blank means none).

@@ -1,4 +1,4 @@
-//! Counters, the batch-latency histogram, and the health/metrics HTTP server.
+//! Counters, the batch-latency histogram, and the server of the health and metrics endpoints.
 //!
 //! The exposition is the `prometheus` crate's, from a [`Registry`] of each [`Metrics`] value's
 //! own (never the crate's global one, so tests run several consumers in one process): what the
@@ -7,11 +7,11 @@
 //! types and buckets are those deploy/observability queries, and the README's metrics table
 //! lists them (.ci/check-observability-metrics compares both).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use order_store::health;
 use order_store::metrics::{register, register_build_info, PoolWaits};
 use order_store::Pool;
 use prometheus::{
@@ -20,7 +20,7 @@ use prometheus::{
 };
 use tokio::sync::Mutex;
 use warp::http::StatusCode;
-use warp::Filter;
+use warp::reply::Response;
 
 use crate::event::ErrorClass;
 use crate::stream::RedisConn;
@@ -367,73 +367,43 @@ impl Probe {
     }
 }
 
-/// Binds the health and metrics server on `addr`; the returned future serves
-/// `/health/live`, `/health/ready` and `/metrics`, and the same checks and numbers under Spring
-/// Boot Actuator's paths (`/actuator/health`, `/actuator/health/liveness`,
-/// `/actuator/health/readiness`, `/actuator/info`, `/actuator/prometheus`;
-/// docs/compatibility.md §7), until `shutdown` completes. Binding is done here, before anything
-/// runs, so that a taken port is a start-up error and not a log line.
+/// [`Probe`] as the shared health endpoints read it.
+#[derive(Clone)]
+struct Endpoints(Arc<Probe>);
+
+impl health::Probe for Endpoints {
+    /// The status and body of `/health/ready`.
+    type Check = (StatusCode, String);
+
+    const NAME: &'static str = "order-ingest";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const METRICS_CONTENT_TYPE: &'static str = "text/plain; version=0.0.4";
+
+    async fn check(&self) -> (StatusCode, String) {
+        self.0.readiness().await
+    }
+
+    fn is_ready((status, _): &(StatusCode, String)) -> bool {
+        *status == StatusCode::OK
+    }
+
+    fn ready_reply((status, body): (StatusCode, String)) -> Response {
+        health::json(status, body)
+    }
+
+    async fn render_metrics(&self) -> String {
+        self.0.metrics_text().await
+    }
+}
+
+/// Binds the health and metrics server on `addr`; the returned future serves the shared
+/// health, readiness and metrics endpoints ([`order_store::health`]) until `shutdown`
+/// completes. Binding is done here, before anything runs, so that a taken port is a start-up
+/// error and not a log line.
 pub fn bind(
     addr: SocketAddr,
     probe: Arc<Probe>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = ()> + Send), warp::Error> {
-    let json = |body: String| warp::reply::with_header(body, "content-type", "application/json");
-    let live = warp::path!("health" / "live")
-        .or(warp::path!("actuator" / "health" / "liveness"))
-        .unify()
-        .and(warp::get())
-        .map(move || json("{\"status\":\"UP\"}".to_owned()));
-    let ready_probe = probe.clone();
-    let ready = warp::path!("health" / "ready")
-        .and(warp::get())
-        .and_then(move || {
-            let probe = ready_probe.clone();
-            async move {
-                let (status, body) = probe.readiness().await;
-                Ok::<_, Infallible>(warp::reply::with_status(json(body), status))
-            }
-        });
-    let actuator_probe = probe.clone();
-    let actuator_health = warp::path!("actuator" / "health")
-        .or(warp::path!("actuator" / "health" / "readiness"))
-        .unify()
-        .and(warp::get())
-        .and_then(move || {
-            let probe = actuator_probe.clone();
-            async move {
-                let (status, _) = probe.readiness().await;
-                let word = if status == StatusCode::OK {
-                    "UP"
-                } else {
-                    "DOWN"
-                };
-                let body = format!("{{\"status\":\"{word}\"}}");
-                Ok::<_, Infallible>(warp::reply::with_status(json(body), status))
-            }
-        });
-    let info = warp::path!("actuator" / "info")
-        .and(warp::get())
-        .map(move || {
-            json(format!(
-                "{{\"app\":{{\"name\":\"order-ingest\",\"version\":\"{}\"}}}}",
-                env!("CARGO_PKG_VERSION")
-            ))
-        });
-    let metrics = warp::path!("metrics")
-        .or(warp::path!("actuator" / "prometheus"))
-        .unify()
-        .and(warp::get())
-        .and_then(move || {
-            let probe = probe.clone();
-            async move {
-                Ok::<_, Infallible>(warp::reply::with_header(
-                    probe.metrics_text().await,
-                    "content-type",
-                    "text/plain; version=0.0.4",
-                ))
-            }
-        });
-    let routes = live.or(ready).or(actuator_health).or(info).or(metrics);
-    warp::serve(routes).try_bind_with_graceful_shutdown(addr, shutdown)
+    warp::serve(health::routes(&Endpoints(probe))).try_bind_with_graceful_shutdown(addr, shutdown)
 }

@@ -156,13 +156,7 @@ pub async fn prepare_database(args: &DbArgs, application_name: &str) -> Result<P
     } else {
         let pending = migrations::pending(&url).await?;
         if !pending.is_empty() {
-            return Err(StoreError::Conflict(format!(
-                "the database schema is not current ({} pending migration(s): {}); \
-                 start with --migrate (ORDER_MIGRATE=true) or run \
-                 `diesel migration run --migration-dir migrations`",
-                pending.len(),
-                pending.join(", ")
-            )));
+            return Err(StoreError::SchemaNotCurrent { pending });
         }
     }
     let pool = build_pool(args, application_name);

@@ -21,23 +21,36 @@ impl FieldError {
     }
 }
 
-/// A required value that is blank: the existing validators' word, which clients show
-/// (docs/compatibility.md §3).
+/// The field error of a required value that is blank: the existing validators' word, which
+/// clients show (docs/compatibility.md §3).
 pub const REQUIRED: &str = "Required";
-/// A fulfillment update that changes nothing (docs/compatibility.md §3).
-pub const NO_FULFILLMENT_FIELD: &str = "At least one field must be provided";
 
+impl FieldError {
+    /// The one rule for a required text: present and not blank. Returns the text as given.
+    pub fn required<'a>(field: &str, text: Option<&'a str>) -> Result<&'a str, FieldError> {
+        match text {
+            Some(t) if !t.trim().is_empty() => Ok(t),
+            _ => Err(FieldError::new(field, REQUIRED)),
+        }
+    }
+}
+
+/// What went wrong, said as what happened; order-api words it for clients.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("Order not found: {0}")]
-    NotFound(String),
-    #[error("Invalid status transition from {from} to {to}")]
+    #[error("order {0} not found")]
+    NotFound(uuid::Uuid),
+    /// The order's current status does not lead to the requested one.
+    #[error("invalid status transition from {from} to {to}")]
     InvalidTransition { from: OrderStatus, to: OrderStatus },
-    #[error("Cannot cancel order in status: {0}")]
+    /// The order's current status is past the point where it can be cancelled.
+    #[error("cannot cancel an order in status {0}")]
     CannotCancel(OrderStatus),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("Validation failed")]
+    /// A fulfillment update that sets no field.
+    #[error("fulfillment update without any field")]
+    EmptyFulfillmentUpdate,
+    /// Input fields the store refuses before running any statement.
+    #[error("invalid fields: {}", describe_fields(.0))]
     Validation(Vec<FieldError>),
     /// The database refused a value of this input (SQLSTATE class 22 or a constraint): the same
     /// input will always fail, so it must not be retried like an outage.
@@ -46,8 +59,29 @@ pub enum StoreError {
     /// The database cannot be reached or is shedding load: retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Migrations are pending and this start was not asked to apply them.
+    #[error(
+        "the database schema is not current ({} pending migration(s): {}); \
+         start with --migrate (ORDER_MIGRATE=true) or run \
+         `diesel migration run --migration-dir migrations`",
+        .pending.len(),
+        .pending.join(", ")
+    )]
+    SchemaNotCurrent { pending: Vec<String> },
+    /// The migration lock is not this session's alone: a pooler in transaction mode shares
+    /// the server connection that holds it, so migrating through it is refused.
+    #[error("{0}")]
+    MigrationLockShared(String),
     #[error(transparent)]
     Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn describe_fields(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl StoreError {
@@ -87,7 +121,6 @@ const TRANSIENT_SERVER_MESSAGES: &[&str] = &[
 impl From<DieselError> for StoreError {
     fn from(error: DieselError) -> Self {
         match &error {
-            DieselError::NotFound => StoreError::NotFound(String::new()),
             DieselError::DatabaseError(kind, info) => match kind {
                 DatabaseErrorKind::UnableToSendCommand
                 | DatabaseErrorKind::ClosedConnection

@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod migrations;
 pub mod models;

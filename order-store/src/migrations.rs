@@ -79,7 +79,7 @@ fn check_session_holds_lock(
     drop(probe);
     let now: BackendPid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result(conn)?;
     if shared.n > 0 || now.pid != pid {
-        return Err(StoreError::Conflict(POOLER_REFUSAL.to_owned()));
+        return Err(StoreError::MigrationLockShared(POOLER_REFUSAL.to_owned()));
     }
     Ok(())
 }

@@ -202,17 +202,13 @@ async fn current_status(conn: &mut AsyncPgConnection, id: Uuid) -> Result<OrderS
 }
 
 fn not_found(id: Uuid) -> StoreError {
-    StoreError::NotFound(format!("Order not found: {id}"))
+    StoreError::NotFound(id)
 }
 
 fn required(field: &str, value: &str) -> Result<(), StoreError> {
-    if value.trim().is_empty() {
-        return Err(StoreError::Validation(vec![FieldError::new(
-            field,
-            crate::error::REQUIRED,
-        )]));
-    }
-    Ok(())
+    FieldError::required(field, Some(value))
+        .map(|_| ())
+        .map_err(|e| StoreError::Validation(vec![e]))
 }
 
 /// `fulfillment_details`, or the details an order without them starts from (the order's own
@@ -360,10 +356,7 @@ pub async fn update_fulfillment(
         patch.insert("instructions".into(), instructions.clone().into());
     }
     if patch.is_empty() {
-        return Err(StoreError::Validation(vec![FieldError::new(
-            "input",
-            crate::error::NO_FULFILLMENT_FIELD,
-        )]));
+        return Err(StoreError::EmptyFulfillmentUpdate);
     }
     let details = sql::<Nullable<Jsonb>>(&format!("{DETAILS_OR_DEFAULT} || "))
         .bind::<Jsonb, _>(serde_json::Value::Object(patch));

@@ -23,7 +23,10 @@ async fn migrations_refuse_a_transaction_pooler_and_leave_no_lock_behind() {
     let error = migrations::run_pending_locked(&through_pooler)
         .await
         .expect_err("migrations through a transaction pooler must be refused");
-    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+    assert!(
+        matches!(error, StoreError::MigrationLockShared(_)),
+        "{error:?}"
+    );
     let message = error.to_string();
     assert!(
         message.contains("not through a connection pooler"),

@@ -16,18 +16,13 @@ use async_graphql::parser::types::{BaseType, ExecutableDocument, OperationType};
 use async_graphql::{
     EmptySubscription, ErrorExtensions, Schema, ServerError, ValidationResult, Value, Variables,
 };
-use async_graphql_warp::GraphQLResponse;
 use tracing::Instrument as _;
-use warp::reply::{Reply, Response};
-use warp::Rejection;
 
 pub use resolvers::{Mutation, Query, MAX_CUSTOMER_ORDERS};
 
 use crate::auth::Principal;
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::validate;
-use crate::AppState;
 
 pub type OrderSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -78,7 +73,7 @@ impl Executor {
     /// is `db` for reads with the consistency token `after`, or, when the document holds a
     /// mutation, `db` for changes in every operation; the second value is the consistency
     /// token of the changes that succeeded.
-    async fn execute(
+    pub(crate) async fn execute(
         &self,
         mut request: async_graphql::Request,
         principal: Principal,
@@ -158,15 +153,15 @@ impl Executor {
 /// What a request is answered with. The GraphQL specification ("Response") leaves `data` out
 /// when an error stopped the request before execution started, and has it (possibly `null`)
 /// once execution ran; clients tell the two apart by it.
-enum Answer {
+pub(crate) enum Answer {
     Executed(async_graphql::Response),
     RequestError(Vec<ServerError>),
 }
 
 /// The body of an [`Answer::RequestError`]: the errors, and no `data` key at all.
 #[derive(serde::Serialize)]
-struct RequestErrors {
-    errors: Vec<ServerError>,
+pub(crate) struct RequestErrors {
+    pub(crate) errors: Vec<ServerError>,
 }
 
 /// The span of one GraphQL operation, named as OpenTelemetry's GraphQL conventions say
@@ -210,34 +205,6 @@ fn operation_span(document: Option<&ExecutableDocument>, wanted: Option<&str>) -
     }
 }
 
-/// `POST /graphql`: the request read from the body, run as `principal`.
-pub async fn handle(
-    principal: Principal,
-    after: Option<u64>,
-    (_, request): (OrderSchema, async_graphql::Request),
-    state: AppState,
-) -> Result<Response, Rejection> {
-    if request.query.trim().is_empty() {
-        return Err(ApiError::Validation(vec![order_store::FieldError::new(
-            "query",
-            validate::REQUIRED,
-        )])
-        .into());
-    }
-    let (answer, token) = state
-        .graphql
-        .execute(request, principal, &state.db, after)
-        .await;
-    let mut response = match answer {
-        Answer::Executed(response) => GraphQLResponse::from(response).into_response(),
-        Answer::RequestError(errors) => {
-            warp::reply::json(&RequestErrors { errors }).into_response()
-        }
-    };
-    crate::handlers::with_consistency_token(&mut response, token);
-    Ok(response)
-}
-
 /// The one rendering of [`ApiError`] as a GraphQL error (classification, validation map).
 pub fn api_error(error: &ApiError) -> async_graphql::Error {
     let classification = error.classification();
@@ -255,12 +222,7 @@ pub fn api_error(error: &ApiError) -> async_graphql::Error {
         )),
         _ => None,
     };
-    let message = match error {
-        ApiError::Validation(_) => "Validation failed".to_owned(),
-        ApiError::Forbidden(_) => "Access denied".to_owned(),
-        other => other.public_message(),
-    };
-    async_graphql::Error::new(message).extend_with(move |_, e| {
+    async_graphql::Error::new(error.graphql_message()).extend_with(move |_, e| {
         e.set("classification", classification);
         if let Some(validation) = &validation {
             e.set("validationErrors", validation.clone());

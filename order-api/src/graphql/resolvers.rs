@@ -1,8 +1,8 @@
 //! The root fields: each checks its scope, parses its arguments with the shared rules, and
-//! calls the same service function as its REST twin.
+//! runs the same store call or service rule as its REST twin.
 
 use async_graphql::{Context, Object, Result, ID};
-use order_store::orders::OrderFilter;
+use order_store::orders::{self, OrderFilter};
 
 use super::types::{
     GqlOrder, GqlOrderStatus, OrderSearchInput, OrderSearchResult, UpdateFulfillmentInput,
@@ -11,8 +11,9 @@ use super::{api_error, require};
 use crate::auth::{READ_SCOPE, WRITE_SCOPE};
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::service;
-use crate::validate::{self, Collect, Field, Skip, Window};
+use crate::service::{self, Edit};
+use crate::streaming::page;
+use crate::validate::{self, Collect, Field, Skip};
 
 /// `ordersByCustomer` has no paging arguments; it answers at most this many, newest first.
 pub const MAX_CUSTOMER_ORDERS: i64 = 1000;
@@ -69,7 +70,10 @@ impl Query {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<GqlOrder>> {
         run(ctx, READ_SCOPE, async |db| {
             let (id,) = (order_id(&id),).collect()?;
-            Ok(service::get(db, id).await?.map(GqlOrder))
+            let order = db
+                .read("SELECT", async |conn| orders::find_by_id(conn, id).await)
+                .await?;
+            Ok(order.map(GqlOrder))
         })
         .await
     }
@@ -87,7 +91,12 @@ impl Query {
                 validate::MAX_ORDER_NUMBER,
             ),)
                 .collect()?;
-            Ok(service::by_number(db, &number).await?.map(GqlOrder))
+            let order = db
+                .read("SELECT", async |conn| {
+                    orders::find_by_order_number(conn, &number).await
+                })
+                .await?;
+            Ok(order.map(GqlOrder))
         })
         .await
     }
@@ -113,8 +122,7 @@ impl Query {
                 status: status.map(Into::into),
                 ..OrderFilter::default()
             };
-            let window = Window { offset, limit };
-            Ok(orders_of(service::list(db, &filter, None, window).await?))
+            Ok(orders_of(page(db, &filter, None, offset, limit).await?))
         })
         .await
     }
@@ -136,11 +144,8 @@ impl Query {
                 customer_id: Some(customer_id),
                 ..OrderFilter::default()
             };
-            let window = Window {
-                offset: 0,
-                limit: MAX_CUSTOMER_ORDERS,
-            };
-            Ok(orders_of(service::list(db, &filter, None, window).await?))
+            let list = page(db, &filter, None, 0, MAX_CUSTOMER_ORDERS).await?;
+            Ok(orders_of(list))
         })
         .await
     }
@@ -189,7 +194,7 @@ impl Mutation {
     ) -> Result<Option<GqlOrder>> {
         run(ctx, WRITE_SCOPE, async |db| {
             let (id,) = (order_id(&id),).collect()?;
-            let order = service::update_status(db, id, status.into()).await?;
+            let order = service::apply(db, id, Edit::Status(status.into())).await?;
             Ok(Some(GqlOrder(order)))
         })
         .await
@@ -220,7 +225,7 @@ impl Mutation {
                 ),
                 any_given,
             )?;
-            let order = service::update_fulfillment(db, id, &update).await?;
+            let order = service::apply(db, id, Edit::Fulfillment(&update)).await?;
             Ok(Some(GqlOrder(order)))
         })
         .await
@@ -234,7 +239,9 @@ impl Mutation {
     ) -> Result<Option<GqlOrder>> {
         run(ctx, WRITE_SCOPE, async |db| {
             let (id, reason) = validate::id_and_text(order_id(&id), "reason", Ok(Some(reason)))?;
-            Ok(Some(GqlOrder(service::cancel(db, id, &reason).await?)))
+            Ok(Some(GqlOrder(
+                service::apply(db, id, Edit::Cancel(&reason)).await?,
+            )))
         })
         .await
     }
@@ -247,7 +254,9 @@ impl Mutation {
     ) -> Result<Option<GqlOrder>> {
         run(ctx, WRITE_SCOPE, async |db| {
             let (id, note) = validate::id_and_text(order_id(&id), "note", Ok(Some(note)))?;
-            Ok(Some(GqlOrder(service::add_note(db, id, &note).await?)))
+            Ok(Some(GqlOrder(
+                service::apply(db, id, Edit::Note(&note)).await?,
+            )))
         })
         .await
     }

@@ -350,8 +350,8 @@ impl NewOrder {
         if !STORE_NUMBERS.contains(&self.store_number) {
             errors.push(FieldError::new("storeNumber", "Must be between 1 and 2000"));
         }
-        if self.order_number.trim().is_empty() {
-            errors.push(FieldError::new("orderNumber", crate::error::REQUIRED));
+        if let Err(blank) = FieldError::required("orderNumber", Some(&self.order_number)) {
+            errors.push(blank);
         }
         let lengths = [
             ("orderNumber", Some(&self.order_number), 50),

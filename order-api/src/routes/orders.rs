@@ -1,21 +1,21 @@
-//! Thin REST handlers: typed query and body structs in, a service call, JSON out. Errors leave
-//! as [`ApiError`] rejections and are answered in one place ([`crate::error::recover`]).
+//! The order resource: `/orders` and below. Each endpoint's [`Route`], its filter and its
+//! handler (typed query and body in, a store call, JSON out). Errors leave as [`ApiError`]
+//! rejections and are answered in one place ([`crate::error::recover`]).
 
-use order_store::orders::OrderFilter;
+use order_store::orders::{self, OrderFilter};
 use order_store::Order;
 use serde::{Deserialize, Deserializer, Serialize};
-use warp::http::{header, HeaderValue, StatusCode};
-use warp::hyper::Body;
-use warp::reply::{Reply, Response};
-use warp::Rejection;
+use warp::filters::BoxedFilter;
+use warp::http::HeaderValue;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
 
+use super::body::json_body;
+use super::{json_response, query, read, with_changes, with_reads, write, Route};
 use crate::error::ApiError;
+use crate::service::{self, Edit};
 use crate::validate::{self, Collect, Field, Skip};
-use crate::{service, streaming, AppState};
-
-fn json_response(value: &impl Serialize) -> Response {
-    warp::reply::json(value).into_response()
-}
+use crate::{streaming, AppState};
 
 /// The reply to a successful change: the order, and the consistency token that lets the
 /// client's next read see the change.
@@ -35,10 +35,6 @@ pub fn with_consistency_token(response: &mut Response, token: Option<String>) {
     }
 }
 
-fn not_found(what: &str) -> ApiError {
-    ApiError::NotFound(format!("Order not found: {what}"))
-}
-
 /// A path segment with its percent-escapes decoded (warp hands segments over raw); bytes that
 /// are not UTF-8 become U+FFFD, which then fails validation instead of the request.
 pub fn decode_path(segment: &str) -> String {
@@ -47,18 +43,48 @@ pub fn decode_path(segment: &str) -> String {
         .into_owned()
 }
 
+/// The route of [`order_by_id()`].
+pub const BY_ID: Route = Route::get("/orders/{orderId}");
+
 /// `GET /orders/{orderId}`
-pub async fn get_order(id: String, state: AppState) -> Result<Response, Rejection> {
+pub fn order_by_id(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("orders" / String)
+        .and(warp::get())
+        .and(read(state))
+        .and(with_reads(state))
+        .and_then(get_order)
+        .boxed()
+}
+
+/// Answers [`order_by_id`].
+async fn get_order(id: String, state: AppState) -> Result<Response, Rejection> {
     let id = decode_path(&id);
     let (uuid,) = (validate::order_id("orderId", Some(&id)),).collect()?;
-    match service::get(&state.db, uuid).await? {
+    match state
+        .db
+        .read("SELECT", async |conn| orders::find_by_id(conn, uuid).await)
+        .await?
+    {
         Some(order) => Ok(json_response(&order)),
-        None => Err(not_found(&id).into()),
+        None => Err(ApiError::OrderNotFound(id).into()),
     }
 }
 
+/// The route of [`order_by_number()`].
+pub const BY_NUMBER: Route = Route::get("/orders/number/{orderNumber}");
+
 /// `GET /orders/number/{orderNumber}`
-pub async fn get_order_by_number(number: String, state: AppState) -> Result<Response, Rejection> {
+pub fn order_by_number(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("orders" / "number" / String)
+        .and(warp::get())
+        .and(read(state))
+        .and(with_reads(state))
+        .and_then(get_order_by_number)
+        .boxed()
+}
+
+/// Answers [`order_by_number`].
+async fn get_order_by_number(number: String, state: AppState) -> Result<Response, Rejection> {
     let number = decode_path(&number);
     let (number,) = (validate::required(
         "orderNumber",
@@ -66,9 +92,15 @@ pub async fn get_order_by_number(number: String, state: AppState) -> Result<Resp
         validate::MAX_ORDER_NUMBER,
     ),)
         .collect()?;
-    match service::by_number(&state.db, &number).await? {
+    match state
+        .db
+        .read("SELECT", async |conn| {
+            orders::find_by_order_number(conn, &number).await
+        })
+        .await?
+    {
         Some(order) => Ok(json_response(&order)),
-        None => Err(not_found(&number).into()),
+        None => Err(ApiError::OrderNotFound(number).into()),
     }
 }
 
@@ -97,8 +129,22 @@ impl ListParams {
     }
 }
 
-/// `GET /orders/store/{storeNumber}`
-pub async fn list_by_store(
+/// The route of [`orders_by_store()`].
+pub const BY_STORE: Route = Route::get("/orders/store/{storeNumber}");
+
+/// `GET /orders/store/{storeNumber}?limit=&offset=`
+pub fn orders_by_store(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("orders" / "store" / String)
+        .and(warp::get())
+        .and(read(state))
+        .and(query())
+        .and(with_reads(state))
+        .and_then(list_by_store)
+        .boxed()
+}
+
+/// Answers [`orders_by_store`].
+async fn list_by_store(
     store: String,
     params: ListParams,
     state: AppState,
@@ -113,8 +159,22 @@ pub async fn list_by_store(
     Ok(streaming::orders_array(state.db.clone(), filter, offset, limit).await?)
 }
 
-/// `GET /orders/customer/{customerId}`
-pub async fn list_by_customer(
+/// The route of [`orders_by_customer()`].
+pub const BY_CUSTOMER: Route = Route::get("/orders/customer/{customerId}");
+
+/// `GET /orders/customer/{customerId}?limit=&offset=`
+pub fn orders_by_customer(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("orders" / "customer" / String)
+        .and(warp::get())
+        .and(read(state))
+        .and(query())
+        .and(with_reads(state))
+        .and_then(list_by_customer)
+        .boxed()
+}
+
+/// Answers [`orders_by_customer`].
+async fn list_by_customer(
     customer: String,
     params: ListParams,
     state: AppState,
@@ -156,8 +216,22 @@ struct SearchReply {
     has_more: bool,
 }
 
+/// The route of [`search()`].
+pub const SEARCH: Route = Route::get("/orders");
+
 /// `GET /orders?storeNumber=&customerId=&status=&startDate=&endDate=&page=&size=`
-pub async fn search(params: SearchParams, state: AppState) -> Result<Response, Rejection> {
+pub fn search(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("orders")
+        .and(warp::get())
+        .and(read(state))
+        .and(query())
+        .and(with_reads(state))
+        .and_then(answer_search)
+        .boxed()
+}
+
+/// Answers [`search()`].
+async fn answer_search(params: SearchParams, state: AppState) -> Result<Response, Rejection> {
     let page = validate::int_text_in(
         "page",
         params.page.as_deref(),
@@ -235,8 +309,22 @@ pub struct StatusBody {
     status: Option<Text>,
 }
 
+/// The route of [`update_status()`].
+pub const UPDATE_STATUS: Route = Route::patch("/orders/{orderId}/status");
+
 /// `PATCH /orders/{orderId}/status` `{ "status" }`
-pub async fn update_status(
+pub fn update_status(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("orders" / String / "status")
+        .and(warp::patch())
+        .and(write(state))
+        .and(json_body(state.max_body_bytes))
+        .and(with_changes(state))
+        .and_then(answer_update_status)
+        .boxed()
+}
+
+/// Answers [`update_status()`].
+async fn answer_update_status(
     id: String,
     body: StatusBody,
     state: AppState,
@@ -251,7 +339,7 @@ pub async fn update_status(
         status,
     )
         .collect()?;
-    let order = service::update_status(&state.db, uuid, status).await?;
+    let order = service::apply(&state.db, uuid, Edit::Status(status)).await?;
     Ok(changed(&order, &state))
 }
 
@@ -264,8 +352,22 @@ pub struct FulfillmentBody {
     instructions: Option<Text>,
 }
 
+/// The route of [`update_fulfillment()`].
+pub const UPDATE_FULFILLMENT: Route = Route::patch("/orders/{orderId}/fulfillment");
+
 /// `PATCH /orders/{orderId}/fulfillment` `{ fulfillmentDate?, pickupLocation?, instructions? }`
-pub async fn update_fulfillment(
+pub fn update_fulfillment(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("orders" / String / "fulfillment")
+        .and(warp::patch())
+        .and(write(state))
+        .and(json_body(state.max_body_bytes))
+        .and(with_changes(state))
+        .and_then(answer_update_fulfillment)
+        .boxed()
+}
+
+/// Answers [`update_fulfillment()`].
+async fn answer_update_fulfillment(
     id: String,
     body: FulfillmentBody,
     state: AppState,
@@ -284,7 +386,7 @@ pub async fn update_fulfillment(
         instructions,
         any_given,
     )?;
-    let order = service::update_fulfillment(&state.db, uuid, &update).await?;
+    let order = service::apply(&state.db, uuid, Edit::Fulfillment(&update)).await?;
     Ok(changed(&order, &state))
 }
 
@@ -313,74 +415,52 @@ fn id_and_text(
     )
 }
 
+/// The route of [`cancel()`].
+pub const CANCEL: Route = Route::post("/orders/{orderId}/cancel");
+
 /// `POST /orders/{orderId}/cancel` `{ "reason" }`
-pub async fn cancel(id: String, body: CancelBody, state: AppState) -> Result<Response, Rejection> {
+pub fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("orders" / String / "cancel")
+        .and(warp::post())
+        .and(write(state))
+        .and(json_body(state.max_body_bytes))
+        .and(with_changes(state))
+        .and_then(answer_cancel)
+        .boxed()
+}
+
+/// Answers [`cancel()`].
+async fn answer_cancel(
+    id: String,
+    body: CancelBody,
+    state: AppState,
+) -> Result<Response, Rejection> {
     let (uuid, reason) = id_and_text(&id, "reason", body.reason.as_ref())?;
-    let order = service::cancel(&state.db, uuid, &reason).await?;
+    let order = service::apply(&state.db, uuid, Edit::Cancel(&reason)).await?;
     Ok(changed(&order, &state))
 }
+
+/// The route of [`add_note()`].
+pub const ADD_NOTE: Route = Route::post("/orders/{orderId}/notes");
 
 /// `POST /orders/{orderId}/notes` `{ "note" }`
-pub async fn add_note(id: String, body: NoteBody, state: AppState) -> Result<Response, Rejection> {
+pub fn add_note(state: &AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("orders" / String / "notes")
+        .and(warp::post())
+        .and(write(state))
+        .and(json_body(state.max_body_bytes))
+        .and(with_changes(state))
+        .and_then(answer_add_note)
+        .boxed()
+}
+
+/// Answers [`add_note()`].
+async fn answer_add_note(
+    id: String,
+    body: NoteBody,
+    state: AppState,
+) -> Result<Response, Rejection> {
     let (uuid, note) = id_and_text(&id, "note", body.note.as_ref())?;
-    let order = service::add_note(&state.db, uuid, &note).await?;
+    let order = service::apply(&state.db, uuid, Edit::Note(&note)).await?;
     Ok(changed(&order, &state))
-}
-
-/// `GET /health/live`, `GET /actuator/health/liveness`: the process answers.
-pub async fn live() -> Result<Response, Rejection> {
-    Ok(json_response(&serde_json::json!({ "status": "UP" })))
-}
-
-/// `GET /health/ready`: 503 with the error body while the database is unreachable or the
-/// instance is shutting down.
-pub async fn ready(state: AppState) -> Result<Response, Rejection> {
-    match service::unready_reason(&state).await {
-        None => Ok(json_response(
-            &serde_json::json!({ "status": "UP", "checks": { "database": "UP" } }),
-        )),
-        Some(reason) => Err(ApiError::Unavailable(reason.into()).into()),
-    }
-}
-
-/// `GET /actuator/health`, `GET /actuator/health/readiness`: Spring Boot Actuator's shape,
-/// `200 {"status":"UP"}` or `503 {"status":"DOWN"}`, from the same check as `/health/ready`.
-pub async fn actuator_health(state: AppState) -> Result<Response, Rejection> {
-    let (status, body) = match service::unready_reason(&state).await {
-        None => (StatusCode::OK, "UP"),
-        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "DOWN"),
-    };
-    Ok(warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({ "status": body })),
-        status,
-    )
-    .into_response())
-}
-
-/// `GET /actuator/info`
-pub async fn actuator_info() -> Result<Response, Rejection> {
-    Ok(json_response(&serde_json::json!({
-        "app": { "name": "order-api", "version": env!("CARGO_PKG_VERSION") }
-    })))
-}
-
-/// `GET /metrics`, `GET /actuator/prometheus`
-pub async fn metrics(state: AppState) -> Result<Response, Rejection> {
-    let text = state.metrics.render(state.db.pool(), state.pool_max);
-    let mut response = Response::new(Body::from(text));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    Ok(response)
-}
-
-/// `GET /openapi.json`
-pub async fn openapi() -> Result<Response, Rejection> {
-    let mut response = Response::new(Body::from(crate::openapi::DOCUMENT));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
 }
