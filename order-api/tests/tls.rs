@@ -10,8 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use order_store::test_db::TestDatabase;
-use order_store::test_tls::{refusal, spare_port, Pki, TempDir, TlsPostgres};
+use order_test_support::db::TestDatabase;
+use order_test_support::spare_port;
+use order_test_support::tls::{refusal, Pki, TempDir, TlsPostgres};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -258,13 +258,7 @@ mod tests {
 
     const TYPE: &str = "org.example.checkout.OrderCompleted";
 
-    fn fixture(name: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/../order-store/tests/fixtures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use order_test_support::fixtures::read as fixture;
 
     fn class_of(payload: &str) -> ErrorClass {
         decode(Some(payload.as_bytes()), TYPE).unwrap_err().class

@@ -10,6 +10,7 @@ use common::*;
 use order_ingest::Exit;
 use order_store::models::{instant, money};
 use order_store::BigDecimal;
+use order_test_support::fixtures;
 use redis::Commands;
 use serde_json::Value;
 use uuid::Uuid;
@@ -86,9 +87,9 @@ async fn every_fixture_lands_with_all_fields_equal_and_skips_are_acked() {
     wait_until(WAIT, "group", || async { !stream.groups().is_empty() }).await;
     stream.publish_init();
     for name in fixtures {
-        stream.publish_event(&fixture(name));
+        stream.publish_event(&fixtures::read(name));
     }
-    stream.publish_event(&fixture("other-event-type.json"));
+    stream.publish_event(&fixtures::read("other-event-type.json"));
     wait_rows(&pool, 3, WAIT).await;
     wait_until(WAIT, "everything acked", || async {
         stream.pending("order-service") == 0 && running.get(|m| &m.skipped) == 2
@@ -96,7 +97,7 @@ async fn every_fixture_lands_with_all_fields_equal_and_skips_are_acked() {
     .await;
 
     for name in fixtures {
-        let event: Value = serde_json::from_str(&fixture(name)).unwrap();
+        let event: Value = serde_json::from_str(&fixtures::read(name)).unwrap();
         let published = &event["data"]["order"];
         let id: Uuid = published["id"].as_str().unwrap().parse().unwrap();
         let order = stored(&pool, id).await.expect("stored");
@@ -450,7 +451,7 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     async fn start() -> Self {
-        let port = free_port();
+        let port = spare_port();
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -740,7 +741,7 @@ async fn redis_command_failures_are_counted_by_command() {
 
     // Nobody listens: the connection fails, and the command it was for is counted.
     let mut unreachable = RedisConn::new(
-        redis::Client::open(format!("redis://127.0.0.1:{}", free_port())).unwrap(),
+        redis::Client::open(format!("redis://127.0.0.1:{}", spare_port())).unwrap(),
         Duration::from_secs(2),
     )
     .count_errors(errors.clone());
@@ -752,7 +753,7 @@ async fn redis_command_failures_are_counted_by_command() {
     assert_eq!(errors.get("XINFO"), 1);
     // Without a counter nothing is counted.
     let mut uncounted = RedisConn::new(
-        redis::Client::open(format!("redis://127.0.0.1:{}", free_port())).unwrap(),
+        redis::Client::open(format!("redis://127.0.0.1:{}", spare_port())).unwrap(),
         Duration::from_secs(2),
     );
     assert!(uncounted

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use order_store::test_db::TestDatabase;
-use order_store::test_tls::{spare_port, PgBouncer};
+use order_test_support::db::TestDatabase;
+use order_test_support::spare_port;
+use order_test_support::tls::PgBouncer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-ingest");
 const EVENTS: usize = 300;

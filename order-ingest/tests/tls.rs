@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use order_store::test_tls::{refusal, spare_port, Pki, TlsPostgres, TlsRedis};
+use order_test_support::spare_port;
+use order_test_support::tls::{refusal, Pki, TlsPostgres, TlsRedis};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-ingest");
 

@@ -13,12 +13,6 @@ pub mod process;
 pub mod replication;
 pub mod schema;
 pub mod telemetry;
-#[cfg(feature = "test-support")]
-pub mod test_db;
-#[cfg(feature = "test-support")]
-pub mod test_otlp;
-#[cfg(feature = "test-support")]
-pub mod test_tls;
 pub mod tls;
 
 pub use bigdecimal::BigDecimal;

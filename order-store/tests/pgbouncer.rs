@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use order_store::db::OnOff;
-use order_store::test_db::TestDatabase;
-use order_store::test_tls::PgBouncer;
 use order_store::{migrations, StoreError};
+use order_test_support::db::TestDatabase;
+use order_test_support::tls::PgBouncer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_refuse_a_transaction_pooler_and_leave_no_lock_behind() {

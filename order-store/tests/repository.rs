@@ -11,14 +11,13 @@ use order_store::models::instant;
 use order_store::orders::{
     self, Cursor, FulfillmentUpdate, InsertOutcome, OrderFilter, RejectionKind,
 };
-use order_store::test_db::{sample_order, TestDatabase};
 use order_store::{NewOrder, OrderStatus, StoreError};
+use order_test_support::db::TestDatabase;
+use order_test_support::orders::sample_order;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(&order_test_support::fixtures::read(name)).unwrap()
 }
 
 const ORDER_FIXTURES: [&str; 3] = [

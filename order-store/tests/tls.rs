@@ -5,8 +5,8 @@
 
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
-use order_store::test_tls::{Pki, TlsPostgres};
 use order_store::{DbArgs, StoreError};
+use order_test_support::tls::{Pki, TlsPostgres};
 
 #[derive(QueryableByName)]
 struct Ssl {

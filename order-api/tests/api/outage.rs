@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::common::{get, graphql, read_token, variant, TestApp};
-use order_store::test_db::TestDatabase;
+use order_test_support::db::TestDatabase;
 
 /// Forwards connections to `upstream` while up; when cut, drops every open connection and
 /// closes new ones at once.

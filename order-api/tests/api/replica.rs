@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use order_store::orders::{self, InsertOutcome};
-use order_store::test_tls::{PgBouncer, Pki, StreamingReplica, TlsPostgres};
+use order_test_support::tls::{PgBouncer, Pki, StreamingReplica, TlsPostgres};
 use serde_json::json;
 
 use crate::common::variant;
