@@ -245,7 +245,7 @@ async fn https_jwks(pki: &Pki, body: String) -> u16 {
         .map(Result::unwrap)
         .collect();
     let key = PrivateKeyDer::from_pem_file(pki.server_key()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(order_store::tls::provider())
+    let config = rustls::ServerConfig::builder_with_provider(order_store::runtime::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()

@@ -240,7 +240,7 @@ pub fn decode(payload: Option<&[u8]>, wanted_type: &str) -> Result<Decoded, Deco
                 Some(serde_json::Value::String(s)) => Some(s.as_str()),
                 _ => None,
             };
-            order_store::telemetry::remote_span_context(&parent, state)
+            order_store::runtime::telemetry::remote_span_context(&parent, state)
         }
         _ => None,
     };

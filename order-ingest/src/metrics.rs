@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use order_store::metrics::{register, register_build_info, PoolWaits};
+use order_store::runtime::metrics::{register, register_build_info, PoolWaits};
 use order_store::Pool;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,

@@ -1,5 +1,5 @@
 //! Redis over TLS (`rediss://`, issue 10) with the service's one trust story: the platform
-//! roots plus `SSL_CERT_FILE` ([`order_store::tls`]), for the blocking reader, the command
+//! roots plus `SSL_CERT_FILE` ([`order_store::runtime::tls`]), for the blocking reader, the command
 //! connection and every reconnect (each is opened from the client built here).
 
 /// A Redis client for `url`. For `rediss://` the server certificate is verified against the
@@ -9,8 +9,8 @@ pub fn redis_client(url: &str) -> redis::RedisResult<redis::Client> {
     if !url.starts_with("rediss://") {
         return redis::Client::open(url);
     }
-    order_store::tls::install_default_provider();
-    let roots = order_store::tls::default_roots_pem().map_err(|e| {
+    order_store::runtime::tls::install_default_provider();
+    let roots = order_store::runtime::tls::default_roots_pem().map_err(|e| {
         redis::RedisError::from((
             redis::ErrorKind::InvalidClientConfig,
             "cannot load the trusted CA certificates",

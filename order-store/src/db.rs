@@ -11,7 +11,7 @@ use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 
 use crate::error::StoreError;
 use crate::migrations;
-use crate::tls;
+use crate::runtime::tls;
 
 /// A pool of connections to `orderdb`.
 pub type Pool = Bb8Pool<AsyncPgConnection>;

@@ -15,7 +15,7 @@ struct Ssl {
 }
 
 async fn uses_tls(url: &str) -> Result<bool, StoreError> {
-    let mut conn = order_store::tls::establish(url).await?;
+    let mut conn = order_store::runtime::tls::establish(url).await?;
     let row: Ssl = diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         .get_result(&mut conn)
         .await?;

@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::tls;
+use crate::runtime::tls;
 
 /// How often a collector whose certificate was refused is checked again.
 const RECHECK_EVERY: Duration = Duration::from_secs(60);
