@@ -1,7 +1,7 @@
-//! The real `order-api` binary over TLS (issue 10): PostgreSQL with `sslmode=verify-full` and
+//! The real `order-api` binary over TLS: PostgreSQL with `sslmode=verify-full` and
 //! `sslrootcert` (and `require`), one clear line and a non-zero exit for a wrong CA or a wrong
 //! host name, and an `https://` JWKS whose certificate is verified against `SSL_CERT_FILE`.
-//! Private PostgreSQL and JWKS servers (FIELD-NOTES 4).
+//! Private PostgreSQL and JWKS servers: the shared ones are never reconfigured.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read as _, Write as _};

@@ -79,7 +79,7 @@ async fn every_fixture_lands_with_all_fields_equal_and_skips_are_acked() {
         "order-completed-large-amount.json",
     ];
     stream.publish_init();
-    // A group created at `$` (the default is `0` since issue 10): this first entry is before it.
+    // A group created at `$` (not the default `0`): this first entry is before it.
     let mut a = args(&stream, "c1");
     a.group_start = "$".to_owned();
     let running = Running::start(a, pool.clone());
@@ -225,9 +225,9 @@ async fn poison_goes_to_the_dlq_verbatim_and_good_entries_of_the_batch_are_inser
     assert_eq!(running.stop().await, Exit::Clean);
 }
 
-/// Regression (reliability campaign): an order holding U+0000 in a text field (PostgreSQL
-/// cannot store it) alone in its batch used to be retried forever, stalling the stream behind
-/// it. It is now dead-lettered as `invalid_value` and the next entry goes through.
+/// An order holding U+0000 in a text field (PostgreSQL cannot store it) alone in its batch
+/// fails the same way on every retry, so retrying would stall the stream behind it: it is
+/// dead-lettered as `invalid_value` and the next entry goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_with_a_nul_character_is_dead_lettered_and_does_not_stall_the_stream() {
     let (_db, pool) = database().await;
@@ -489,8 +489,9 @@ impl Drop for PrivateRedis {
     }
 }
 
-/// FIELD-NOTES 1: the consumer's connections are killed while its read is parked in BLOCK; it
-/// must notice, reconnect and go on consuming.
+/// The consumer's connections are killed while its read is parked in BLOCK (a reset that
+/// leaves a blocking read unanswered would park the loop forever); it must notice, reconnect
+/// and go on consuming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_killed_during_a_blocking_read_are_rebuilt() {
     let redis = PrivateRedis::start().await;
@@ -585,8 +586,9 @@ async fn own_pending_entries_deleted_from_the_stream_are_acknowledged() {
     assert_eq!(running.stop().await, Exit::Clean);
 }
 
-/// FIELD-NOTES 3: a BLOCK longer than redis-rs's default 500 ms response timeout is not a
-/// failure: idle reads time out on the server side and return nothing.
+/// A BLOCK longer than redis-rs's default 500 ms response timeout is not a failure (a client
+/// timeout that cut the read off would recycle the connection and strand delivered entries):
+/// idle reads time out on the server side and return nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_blocking_reads_longer_than_the_client_default_timeout_are_not_failures() {
     let (_db, pool) = database().await;
@@ -602,7 +604,7 @@ async fn idle_blocking_reads_longer_than_the_client_default_timeout_are_not_fail
     assert_eq!(running.stop().await, Exit::Clean);
 }
 
-/// FIELD-NOTES 1: the socket under a parked blocking read goes silent without being closed.
+/// The socket under a parked blocking read goes silent without being closed.
 /// The read's client-side deadline (BLOCK + margin) must fire, the connection be rebuilt, and
 /// consumption go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,10 +634,9 @@ async fn a_silent_redis_socket_under_a_blocking_read_is_abandoned_after_the_dead
     assert_eq!(stream.pending("order-service"), 0);
 }
 
-/// Regression (reliability campaign, Redis restarted with AOF): after Redis reloads a group
-/// from the AOF its entries-read counter is off, and `XINFO GROUPS` reports a lag that never
-/// drains although the group has read every entry; `order_ingest_group_lag` passed it on, so a
-/// lag alert would fire forever. `XGROUP SETID ... ENTRIESREAD 0` makes the same state here.
+/// After Redis reloads a group from the AOF its entries-read counter is off, and `XINFO
+/// GROUPS` reports a lag that never drains although the group has read every entry; passed on
+/// as `order_ingest_group_lag`, it would fire the lag alert forever. `XGROUP SETID ... ENTRIESREAD 0` makes the same state here.
 #[tokio::test]
 async fn group_lag_is_zero_when_the_group_has_read_the_whole_stream() {
     use order_ingest::metrics::{Metrics, Probe};

@@ -1,4 +1,4 @@
-//! The real `order-ingest` binary behind Debian's PgBouncer in transaction pooling (issue 10),
+//! The real `order-ingest` binary behind Debian's PgBouncer in transaction pooling,
 //! with `--db-prepared-statements off`: every published order lands once. The pooler is the
 //! test's own, on a spare port, in front of the test's own database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,4 +1,4 @@
-//! Behind PgBouncer in transaction pooling (issue 10), with Debian's pgbouncer started by the
+//! Behind PgBouncer in transaction pooling, with Debian's pgbouncer started by the
 //! test on a spare port: with prepared statements off the pool's queries never depend on a
 //! server connection they did not run on, and migrations, which need a session-level advisory
 //! lock, refuse clearly instead of running unprotected.
@@ -105,8 +105,8 @@ async fn the_pool_without_prepared_statements_works_in_transaction_mode() {
         bouncer_complaints(&bouncer)
     );
 
-    // The control: with the default (named, cached statements) the same reads fail, as in
-    // issue 10, which proves the pooler is in the path and the setting is what fixes it.
+    // The control: with the default (named, cached statements) the same reads fail, which
+    // proves the pooler is in the path and the setting is what fixes it.
     let failures = reads_through(&bouncer, &db, OnOff::On).await;
     assert!(
         !failures.is_empty(),

@@ -229,9 +229,9 @@ async fn one_bad_order_fails_alone_and_the_rest_of_the_batch_commits() {
     }
 }
 
-/// Regression (reliability campaign): PostgreSQL refuses U+0000 in text and JSONB, and the
-/// INSERT used to fail as a whole with an error no retry fixes, so a batch holding only such
-/// an order was retried forever and stalled the consumer. Now the order is rejected alone.
+/// PostgreSQL refuses U+0000 in text and JSONB with an error no retry fixes, failing the whole
+/// INSERT; a batch holding such an order would be retried forever and stall the consumer, so
+/// the order is rejected alone.
 #[tokio::test]
 async fn a_nul_character_anywhere_is_rejected_alone() {
     let db = TestDatabase::new().await;
@@ -275,7 +275,7 @@ async fn a_nul_character_anywhere_is_rejected_alone() {
         .is_none());
 }
 
-/// Regression (reliability campaign): an amount inside the JSONB columns with an absurd
+/// An amount inside the JSONB columns with an absurd
 /// exponent is refused instead of being rescaled into billions of digits on write.
 #[tokio::test]
 async fn an_absurd_line_item_amount_is_rejected_quickly() {

@@ -1,4 +1,4 @@
-//! TLS to PostgreSQL (issue 10) against a private server with `ssl=on` and a certificate for
+//! TLS to PostgreSQL against a private server with `ssl=on` and a certificate for
 //! `localhost` signed by a test CA: libpq's `sslmode` meanings, `sslrootcert`, and one clear
 //! error for a wrong CA or a wrong host name. The binaries' start-up over TLS is tested in
 //! order-api/tests/tls.rs and order-ingest/tests/tls.rs.

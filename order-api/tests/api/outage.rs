@@ -1,5 +1,5 @@
 //! Database outage: a TCP proxy between the API and PostgreSQL that the test cuts and
-//! restores (the shared PostgreSQL itself is never touched, FIELD-NOTES 4).
+//! restores (the shared PostgreSQL itself is never touched: other tests use it at the same time).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

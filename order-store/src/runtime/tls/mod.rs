@@ -1,4 +1,4 @@
-//! TLS for every connection the service opens, with one trust story (issue 10): rustls with the
+//! TLS for every connection the service opens, with one trust story: rustls with the
 //! `ring` provider, trusting the platform roots (Mozilla's, compiled in) plus the CA bundle named
 //! by `SSL_CERT_FILE` when it is set. PostgreSQL, Redis and the JWKS client all take their roots
 //! from here.
