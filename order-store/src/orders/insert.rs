@@ -56,7 +56,7 @@ impl RejectionKind {
 /// and the whole call may be retried.
 ///
 /// Why `unnest` rather than a multi-row `VALUES`: the statement text is the same for every
-/// batch size (one prepared statement, where `VALUES` had one per row count) and it has 24
+/// batch size (one prepared statement, where `VALUES` needs one per row count) and it has 24
 /// parameters instead of 24 a row, so both sides encode and parse far less. The `JSONB`
 /// columns are serialized straight from the typed structs to JSON text, without building a
 /// `serde_json::Value` tree first.
@@ -155,7 +155,7 @@ pub async fn insert_if_absent(
 
 /// The insert: one array per column, unnested into rows. A `NULL` in a `NOT NULL` column with
 /// a default takes that default (the table's, docs/compatibility.md §2: `0`, `'PENDING'`,
-/// `'CREATED'`, `'[]'`, `now()`), as `DEFAULT` did in the multi-row `VALUES` it replaces.
+/// `'CREATED'`, `'[]'`, `now()`), as `DEFAULT` would in a multi-row `VALUES`.
 /// `JSONB` values travel as text and are cast, as the server parses them either way.
 const INSERT_UNNEST: &str = "\
 INSERT INTO orders (id, store_number, order_number, customer_id, fulfillment_type, \
