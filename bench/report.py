@@ -184,18 +184,18 @@ goals.append(("peak RSS of either binary under any benchmark",
               "n/a" if not peak else f"{mib(peak[0])} ({peak[1]}, {peak[2]})", "< 32 MiB",
               None if not peak else peak[0] < 32 * 1024, "rss"))
 
-info = []  # informational rows, not issue 13's goals
+info = []  # informational rows, not the performance goals
 for n in (1, 2):
     r = ratio(get(ing[n], "rows_per_s"), get(exist[n], "rows_per_s"))
-    info.append((f"ingest ÷ existing per-event pattern, {n} worker{'s' if n > 1 else ''}", fmt_ratio(r), "≥ 5× (issue 6)",
+    info.append((f"ingest ÷ existing per-event pattern, {n} worker{'s' if n > 1 else ''}", fmt_ratio(r), "≥ 5×",
                  None if r is None else r >= 5))
 lp99 = get(lat, "p99_ms")
 info.append((f"p99 publish-to-row at {facts.get('rate')} events/s", "n/a" if lp99 is None else f"{lp99:.1f} ms",
-             "< 50 ms (issue 6)", None if lp99 is None else (lp99 < 50 and get(lat, "missing") == 0)))
+             "< 50 ms", None if lp99 is None else (lp99 < 50 and get(lat, "missing") == 0)))
 
 w("## Goals")
 w("")
-w("Issue 13's goals, each measured in this run; shown here, not asserted in CI. \"What is left\" below says, "
+w("The performance goals, each measured in this run; shown here, not asserted in CI. \"What is left\" below says, "
   "from the profiles, what stands between each missed goal and its target.")
 w("")
 w("| goal | measured | target | |")
@@ -282,7 +282,7 @@ if any(ceilings.values()):
       "connections that take batches from a shared counter, in each of three forms:")
     w("")
     w("- **batch**: multi-row `INSERT INTO orders (...) VALUES (...), ... ON CONFLICT DO NOTHING "
-      "RETURNING id` with bind parameters (diesel; the ingest's statement before issue 13);")
+      "RETURNING id` with bind parameters (diesel's multi-row form, the baseline);")
     w("- **unnest**: `INSERT INTO orders (...) SELECT * FROM unnest($1::uuid[], $2::int4[], ..., $24::uuid[]) "
       "ON CONFLICT DO NOTHING RETURNING id`, one binary array parameter per column, prepared once per connection "
       "(tokio-postgres);")

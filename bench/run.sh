@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh: the order service's benchmark runner (issue 6). It writes docs/BENCHMARKS.md.
+# bench/run.sh: the order service's benchmark runner. It writes docs/BENCHMARKS.md.
 #
 #   bench/run.sh [options]
 #

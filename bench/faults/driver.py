@@ -413,7 +413,7 @@ def write_report(ctx, facts, results, path, started):
         w = section("fuzz")
         w("## 3. Fuzzing (cargo fuzz, libFuzzer)")
         w("")
-        w("Targets in `fuzz/fuzz_targets/`, seed corpus in `fuzz/seeds/` (built from `order-store/tests/fixtures`). "
+        w("Targets in `fuzz/fuzz_targets/`, seed corpus in `fuzz/seeds/` (built from `test-support/fixtures`). "
           "`ingest_decode`: stream entry -> CloudEvent -> `Order` (decode, validation, money formatting, dead letter); "
           "`rest_request`: the real warp route tree with auth off and an unreachable database, fed arbitrary path "
           "segments, query strings and JSON bodies; any 500 counts as a failure.")

@@ -233,7 +233,7 @@ def poison(kind: str, rng: random.Random, prelude_orders: list[dict], prefix: st
         elif which == 3:
             bad["subtotal"] = "1.0E10"
         elif which == 4:
-            # PostgreSQL cannot store U+0000 (found by this campaign: it used to stall the stream).
+            # PostgreSQL cannot store U+0000: the order must be dead-lettered, not stall the stream.
             bad["lineItems"][0]["name"] = "Trail\u0000Mug"
         else:
             # An exponent that rescaling would expand into a billion digits (found by this campaign).

@@ -1,4 +1,4 @@
-"""Rolling restart behind a load balancer (issue 10): two order-api processes behind HAProxy,
+"""Rolling restart behind a load balancer: two order-api processes behind HAProxy,
 constant keep-alive load through HAProxy, each process in turn sent SIGTERM, waited for (it must
 exit 0 on its own within its grace period), started again on the same port and waited for until
 HAProxy sees it healthy. Pass: zero non-2xx answers and zero connection errors at the client,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reliability campaign for the order service (issue 7); writes docs/RELIABILITY.md.
+# Reliability campaign for the order service; writes docs/RELIABILITY.md.
 #
 #   cargo build --release -p order-api -p order-ingest      # once
 #   bench/faults/run.sh                                      # short configuration (~10 min)

@@ -1,4 +1,4 @@
-"""TLS and connection poolers (issue 10): runs the Rust integration tests that prove them and
+"""TLS and connection poolers: runs the Rust integration tests that prove them and
 reports one row per test.
 
 The tests are `tests/tls.rs` and `tests/pgbouncer.rs` of order-store, order-api and
@@ -57,8 +57,8 @@ PROVES = {
         "keys, the same token refused (401), `UnknownIssuer` logged",
     ("order-api", "pgbouncer", "thousands_of_reads_through_pgbouncer_transaction_mode"):
         "order-api with `DB_PREPARED_STATEMENTS=off` behind PgBouncer (transaction pooling, 4 server "
-        "connections): 3,200 `GET /orders/{id}` from 16 clients, every one 200 (issue 10: 2,266 of 3,000 "
-        "answered 500)",
+        "connections): 3,200 `GET /orders/{id}` from 16 clients, every one 200 (with named prepared "
+        "statements, 2,266 of 3,000 answered 500)",
     ("order-ingest", "tls", "ingests_over_verify_full_and_rediss_across_a_redis_restart"):
         "order-ingest over `verify-full` PostgreSQL and `rediss://` Redis (`SSL_CERT_FILE`): 40 orders "
         "stored, every connection encrypted; Redis restarted, 40 more stored after it reconnects over TLS; "

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use order_store::DbArgs;
 
-/// Shared with order-ingest, as is the log set-up it selects (`order_store::process`).
-pub use order_store::process::LogFormat;
+/// Shared with order-ingest, as is the log set-up it selects (`order_store::runtime::process`).
+pub use order_store::runtime::process::LogFormat;
 
 /// order-api: the REST and GraphQL API over orderdb.
 #[derive(Debug, Clone, clap::Parser)]

@@ -183,7 +183,7 @@ impl Db {
         statement: &'static str,
         op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let span = order_store::telemetry::db_span(statement, None);
+        let span = order_store::runtime::telemetry::db_span(statement, None);
         let result = self
             .timed(async {
                 let mut conn = pool.get_owned().await?;

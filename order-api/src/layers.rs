@@ -122,7 +122,8 @@ fn header_text(
 /// status, and logs. Runs inside the request's span.
 pub fn finish(metrics: &Metrics, info: &RequestInfo, mut response: Response) -> Response {
     // The trace's id when the request is traced, else the caller's (traceparent, X-Request-Id).
-    let trace_id = order_store::telemetry::current_trace_id().or_else(|| info.trace_id.clone());
+    let trace_id =
+        order_store::runtime::telemetry::current_trace_id().or_else(|| info.trace_id.clone());
     if let Some(body) = response.extensions_mut().remove::<ErrorBody>() {
         let json = body.to_json(&info.path, trace_id.as_deref());
         *response.body_mut() = Body::from(json.to_string());

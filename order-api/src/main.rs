@@ -8,7 +8,7 @@ use clap::Parser as _;
 use order_api::auth::Auth;
 use order_api::config::Config;
 use order_api::{AppState, Limits, ReadReplicaConfig};
-use order_store::{process, telemetry};
+use order_store::runtime::{process, telemetry};
 
 /// The default log filter. warp's per-request "processing request" lines are left out: at
 /// load they cost more than the request. RUST_LOG=debug brings back one line per request.

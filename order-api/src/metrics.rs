@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use warp::http::StatusCode;
 
-use order_store::metrics::{register, register_build_info, PoolWaits};
+use order_store::runtime::metrics::{register, register_build_info, PoolWaits};
 use order_store::Pool;
 use prometheus::{
     Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,

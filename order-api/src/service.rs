@@ -57,7 +57,7 @@ pub enum Edit<'a> {
 /// error) rolls back and writes nothing. The event carries the trace context of the caller's
 /// span. Redis is never involved: publishing is the relay's job, after the commit.
 pub async fn apply(db: &Db, id: Uuid, edit: Edit<'_>) -> Result<Order, ApiError> {
-    let traceparent = order_store::telemetry::current_traceparent();
+    let traceparent = order_store::runtime::telemetry::current_traceparent();
     db.write("UPDATE", async |conn| {
         conn.transaction(async |conn| {
             let changed = match edit {

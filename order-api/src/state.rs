@@ -40,9 +40,9 @@ impl ReadReplicaConfig {
     /// and prepared-statement handling); nothing is connected yet. A URL or TLS set-up that
     /// cannot work is an error here, so that the binary refuses to start with it.
     pub fn build(args: &DbArgs, max_lag: Duration) -> Result<Self, String> {
-        let (_, params) =
-            order_store::tls::split_pg_url(&args.database_url).map_err(|e| e.to_string())?;
-        order_store::tls::PgConnector::new(&params).map_err(|e| e.to_string())?;
+        let (_, params) = order_store::runtime::tls::split_pg_url(&args.database_url)
+            .map_err(|e| e.to_string())?;
+        order_store::runtime::tls::PgConnector::new(&params).map_err(|e| e.to_string())?;
         let probe = DbArgs {
             db_pool_size: 1,
             ..args.clone()

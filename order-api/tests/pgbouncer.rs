@@ -1,7 +1,7 @@
-//! The real `order-api` binary behind Debian's PgBouncer in transaction pooling (issue 10):
-//! with `--db-prepared-statements off`, thousands of `GET /orders/{id}` from concurrent clients
-//! all answer 200 (issue 10 saw 2,266 of 3,000 fail with `prepared statement "s8" does not
-//! exist` without it). The pooler is the test's own, on a spare port.
+//! The real `order-api` binary behind Debian's PgBouncer in transaction pooling: with
+//! `--db-prepared-statements off`, thousands of `GET /orders/{id}` from concurrent clients all
+//! answer 200 (without it, reads fail with `prepared statement "s8" does not exist` once a
+//! statement prepared on one server connection is executed on another). The pooler is the test's own, on a spare port.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read as _, Write as _};
@@ -9,8 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use order_store::test_db::TestDatabase;
-use order_store::test_tls::{spare_port, PgBouncer};
+use order_test_support::db::TestDatabase;
+use order_test_support::spare_port;
+use order_test_support::tls::PgBouncer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-api");
 const ORDERS: usize = 50;

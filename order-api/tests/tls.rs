@@ -1,7 +1,7 @@
-//! The real `order-api` binary over TLS (issue 10): PostgreSQL with `sslmode=verify-full` and
+//! The real `order-api` binary over TLS: PostgreSQL with `sslmode=verify-full` and
 //! `sslrootcert` (and `require`), one clear line and a non-zero exit for a wrong CA or a wrong
 //! host name, and an `https://` JWKS whose certificate is verified against `SSL_CERT_FILE`.
-//! Private PostgreSQL and JWKS servers (FIELD-NOTES 4).
+//! Private PostgreSQL and JWKS servers: the shared ones are never reconfigured.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read as _, Write as _};
@@ -10,8 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use order_store::test_db::TestDatabase;
-use order_store::test_tls::{refusal, spare_port, Pki, TempDir, TlsPostgres};
+use order_test_support::db::TestDatabase;
+use order_test_support::spare_port;
+use order_test_support::tls::{refusal, Pki, TempDir, TlsPostgres};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -244,7 +245,7 @@ async fn https_jwks(pki: &Pki, body: String) -> u16 {
         .map(Result::unwrap)
         .collect();
     let key = PrivateKeyDer::from_pem_file(pki.server_key()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(order_store::tls::provider())
+    let config = rustls::ServerConfig::builder_with_provider(order_store::runtime::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()

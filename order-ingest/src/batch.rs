@@ -69,7 +69,7 @@ async fn insert_timed(
     orders: &[NewOrder],
     timeout: Duration,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
-    let span = order_store::telemetry::db_span("INSERT", Some(orders.len()));
+    let span = order_store::runtime::telemetry::db_span("INSERT", Some(orders.len()));
     let work = async {
         let mut conn = pool.get().await?;
         insert_if_absent(&mut conn, orders).await

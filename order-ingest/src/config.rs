@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use order_store::db::OnOff;
-pub use order_store::process::LogFormat;
+pub use order_store::runtime::process::LogFormat;
 use order_store::DbArgs;
 use uuid::Uuid;
 

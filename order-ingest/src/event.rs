@@ -240,7 +240,7 @@ pub fn decode(payload: Option<&[u8]>, wanted_type: &str) -> Result<Decoded, Deco
                 Some(serde_json::Value::String(s)) => Some(s.as_str()),
                 _ => None,
             };
-            order_store::telemetry::remote_span_context(&parent, state)
+            order_store::runtime::telemetry::remote_span_context(&parent, state)
         }
         _ => None,
     };
@@ -258,13 +258,7 @@ mod tests {
 
     const TYPE: &str = "org.example.checkout.OrderCompleted";
 
-    fn fixture(name: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/../order-store/tests/fixtures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use order_test_support::fixtures::read as fixture;
 
     fn class_of(payload: &str) -> ErrorClass {
         decode(Some(payload.as_bytes()), TYPE).unwrap_err().class

@@ -14,7 +14,7 @@ use order_ingest::metrics::{self, Probe};
 use order_ingest::retry::{self, REDIS_COMMAND};
 use order_ingest::stream::RedisConn;
 use order_ingest::{backfill, dlq, outbox, replay, sample, Abandoned, Consumer, Exit, Metrics};
-use order_store::{process, telemetry};
+use order_store::runtime::{process, telemetry};
 use tokio::sync::watch;
 
 /// Exit status for a command line that clap refused (its own convention).

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use order_store::health;
-use order_store::metrics::{register, register_build_info, PoolWaits};
+use order_store::runtime::health;
+use order_store::runtime::metrics::{register, register_build_info, PoolWaits};
 use order_store::Pool;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -397,7 +397,7 @@ impl health::Probe for Endpoints {
 }
 
 /// Binds the health and metrics server on `addr`; the returned future serves the shared
-/// health, readiness and metrics endpoints ([`order_store::health`]) until `shutdown`
+/// health, readiness and metrics endpoints ([`order_store::runtime::health`]) until `shutdown`
 /// completes. Binding is done here, before anything runs, so that a taken port is a start-up
 /// error and not a log line.
 pub fn bind(

@@ -55,7 +55,7 @@ pub struct RelayMetrics {
 
 impl RelayMetrics {
     pub fn register(r: &Registry) -> Self {
-        use order_store::metrics::register;
+        use order_store::runtime::metrics::register;
         Self {
             published: register(
                 r,
@@ -307,7 +307,7 @@ async fn publish(
         if let Some(context) = row
             .traceparent
             .as_deref()
-            .and_then(|tp| order_store::telemetry::remote_span_context(tp, None))
+            .and_then(|tp| order_store::runtime::telemetry::remote_span_context(tp, None))
         {
             span.add_link(context);
         }

@@ -1,5 +1,5 @@
 //! Redis over TLS (`rediss://`) with the service's one trust story: the platform roots plus
-//! `SSL_CERT_FILE` ([`order_store::tls`]), for the blocking reader, the command connection and
+//! `SSL_CERT_FILE` ([`order_store::runtime::tls`]), for the blocking reader, the command connection and
 //! every reconnect, on one server and on every node of a cluster alike (each connection is
 //! opened from the client built here).
 
@@ -16,8 +16,8 @@ pub fn redis_client(url: &str) -> redis::RedisResult<RedisClient> {
 
 /// The trusted roots for `rediss://`, as PEM: the platform roots plus `SSL_CERT_FILE`.
 pub(crate) fn roots_pem() -> redis::RedisResult<Vec<u8>> {
-    order_store::tls::install_default_provider();
-    order_store::tls::default_roots_pem().map_err(|e| {
+    order_store::runtime::tls::install_default_provider();
+    order_store::runtime::tls::default_roots_pem().map_err(|e| {
         redis::RedisError::from((
             redis::ErrorKind::InvalidClientConfig,
             "cannot load the trusted CA certificates",

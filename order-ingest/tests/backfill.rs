@@ -11,9 +11,10 @@ use std::time::Duration;
 use common::*;
 use order_ingest::event::{decode, Decoded};
 use order_store::orders::{insert_if_absent, page_by_id};
-use order_store::test_db::TestDatabase;
-use order_store::test_tls::PgBouncer;
 use order_store::NewOrder;
+use order_test_support::db::TestDatabase;
+use order_test_support::fixtures;
+use order_test_support::tls::PgBouncer;
 
 fn order_of(payload: &str) -> NewOrder {
     match decode(Some(payload.as_bytes()), ORDER_TYPE).unwrap() {
@@ -67,7 +68,7 @@ async fn backfill_copies_every_order_idempotently_and_resumes_after_an_id() {
         "order-completed-large-amount.json",
     ]
     .iter()
-    .map(|name| order_of(&fixture(name)))
+    .map(|name| order_of(&fixtures::read(name)))
     .collect();
     for _ in 0..20 {
         orders.push(order_of(&synthetic_event(6).1));

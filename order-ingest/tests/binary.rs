@@ -8,7 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use order_store::test_db::TestDatabase;
+use order_test_support::db::TestDatabase;
+use order_test_support::fixtures;
 use redis::Commands;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -154,7 +155,7 @@ async fn replay_from_0_inserts_every_order_once_and_a_second_replay_inserts_noth
         let (_, e) = synthetic_event(4);
         stream.publish_event(&e);
     }
-    stream.publish_event(&fixture("other-event-type.json"));
+    stream.publish_event(&fixtures::read("other-event-type.json"));
 
     let replay = |from: &str| {
         let mut cmd = ingest(db.url(), &stream, "replayer");
@@ -307,7 +308,7 @@ async fn bad_flag_values_give_one_line_and_a_non_zero_exit() {
 async fn health_and_metrics_endpoints() {
     let (db, pool) = database().await;
     let stream = TestStream::new();
-    let port = free_port();
+    let port = spare_port();
     // The database behind a proxy the test cuts, to see the health checks go DOWN.
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let mut cmd = ingest(&proxy.url_for(db.url(), 5432), &stream, "pod-m");
@@ -510,7 +511,7 @@ async fn first_start_reads_the_stream_from_its_beginning() {
     assert!(stream.groups().is_empty());
     let mut pods = Vec::new();
     for n in 1..=3 {
-        let port = free_port();
+        let port = spare_port();
         let mut cmd = ingest(db.url(), &stream, &format!("first-{n}"));
         cmd.env("ORDER_INGEST_METRICS_ADDR", format!("127.0.0.1:{port}"))
             .env("ORDER_BATCH_SIZE", "7");

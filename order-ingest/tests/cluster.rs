@@ -13,7 +13,7 @@ use common::cluster::RedisCluster;
 use common::*;
 use order_ingest::stream::RedisConn;
 use order_ingest::StreamArgs;
-use order_store::test_tls::{refusal, Pki};
+use order_test_support::tls::{refusal, Pki};
 use redis::Commands;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -136,7 +136,7 @@ fn publish_mix(stream: &TestStream, n: usize) -> usize {
             poison += 1;
         }
         if i % 150 == 0 {
-            let other = fixture("other-event-type.json");
+            let other = order_test_support::fixtures::read("other-event-type.json");
             let _: String = conn
                 .xadd(
                     KEY,
@@ -159,7 +159,7 @@ async fn two_workers_seeded_with_another_master_store_every_order_of_the_stream(
     let (db, pool) = database().await;
     let url = cluster.url(cluster.other_master(KEY));
     let stream = TestStream::on_cluster(&url, KEY);
-    let ports = [free_port(), free_port()];
+    let ports = [spare_port(), spare_port()];
     let mut workers: Vec<Worker> = ["pod-a", "pod-b"]
         .iter()
         .zip(ports)
@@ -330,7 +330,7 @@ async fn the_streams_master_killed_mid_drain_loses_nothing_and_no_worker_exits()
     let poison = publish_mix(&stream, 5000);
     // Redis replicates asynchronously: what the master did not pass on, Redis never kept.
     cluster.replicated(KEY);
-    let ports = [free_port(), free_port()];
+    let ports = [spare_port(), spare_port()];
     // pod-b names only the master about to die: it finds its way back through the nodes it
     // learnt from the cluster's slot map.
     let seeds = [url.clone(), cluster.url(owner)];
@@ -411,7 +411,7 @@ async fn rediss_to_a_tls_cluster_announcing_host_names() {
     let (db, pool) = database().await;
     let url = cluster.url(cluster.ports[0]);
     let stream = TestStream::on_cluster(&url, KEY);
-    let port = free_port();
+    let port = spare_port();
     let mut cmd = worker(db.url(), &stream, &url, "tls", port);
     cmd.env("SSL_CERT_FILE", pki.ca());
     let mut workers = vec![spawn(cmd, "cluster-tls")];
@@ -446,7 +446,7 @@ async fn sigterm_while_parked_in_a_long_block_on_a_cluster_exits_promptly() {
     let (db, pool) = database().await;
     let url = cluster.url(cluster.other_master(KEY));
     let stream = TestStream::on_cluster(&url, KEY);
-    let port = free_port();
+    let port = spare_port();
     let mut cmd = worker(db.url(), &stream, &url, "pod-idle", port);
     cmd.env("ORDER_BLOCK_MS", "60000");
     let mut pod = spawn(cmd, "cluster-idle");

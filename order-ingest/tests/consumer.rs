@@ -10,6 +10,7 @@ use common::*;
 use order_ingest::Exit;
 use order_store::models::{instant, money};
 use order_store::BigDecimal;
+use order_test_support::fixtures;
 use redis::Commands;
 use serde_json::Value;
 use uuid::Uuid;
@@ -78,7 +79,7 @@ async fn every_fixture_lands_with_all_fields_equal_and_skips_are_acked() {
         "order-completed-large-amount.json",
     ];
     stream.publish_init();
-    // A group created at `$` (the default is `0` since issue 10): this first entry is before it.
+    // A group created at `$` (not the default `0`): this first entry is before it.
     let mut a = args(&stream, "c1");
     a.group_start = "$".to_owned();
     let running = Running::start(a, pool.clone());
@@ -86,9 +87,9 @@ async fn every_fixture_lands_with_all_fields_equal_and_skips_are_acked() {
     wait_until(WAIT, "group", || async { !stream.groups().is_empty() }).await;
     stream.publish_init();
     for name in fixtures {
-        stream.publish_event(&fixture(name));
+        stream.publish_event(&fixtures::read(name));
     }
-    stream.publish_event(&fixture("other-event-type.json"));
+    stream.publish_event(&fixtures::read("other-event-type.json"));
     wait_rows(&pool, 3, WAIT).await;
     wait_until(WAIT, "everything acked", || async {
         stream.pending("order-service") == 0 && running.get(|m| &m.skipped) == 2
@@ -96,7 +97,7 @@ async fn every_fixture_lands_with_all_fields_equal_and_skips_are_acked() {
     .await;
 
     for name in fixtures {
-        let event: Value = serde_json::from_str(&fixture(name)).unwrap();
+        let event: Value = serde_json::from_str(&fixtures::read(name)).unwrap();
         let published = &event["data"]["order"];
         let id: Uuid = published["id"].as_str().unwrap().parse().unwrap();
         let order = stored(&pool, id).await.expect("stored");
@@ -224,9 +225,9 @@ async fn poison_goes_to_the_dlq_verbatim_and_good_entries_of_the_batch_are_inser
     assert_eq!(running.stop().await, Exit::Clean);
 }
 
-/// Regression (reliability campaign): an order holding U+0000 in a text field (PostgreSQL
-/// cannot store it) alone in its batch used to be retried forever, stalling the stream behind
-/// it. It is now dead-lettered as `invalid_value` and the next entry goes through.
+/// An order holding U+0000 in a text field (PostgreSQL cannot store it) alone in its batch
+/// fails the same way on every retry, so retrying would stall the stream behind it: it is
+/// dead-lettered as `invalid_value` and the next entry goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_with_a_nul_character_is_dead_lettered_and_does_not_stall_the_stream() {
     let (_db, pool) = database().await;
@@ -450,7 +451,7 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     async fn start() -> Self {
-        let port = free_port();
+        let port = spare_port();
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -488,8 +489,9 @@ impl Drop for PrivateRedis {
     }
 }
 
-/// FIELD-NOTES 1: the consumer's connections are killed while its read is parked in BLOCK; it
-/// must notice, reconnect and go on consuming.
+/// The consumer's connections are killed while its read is parked in BLOCK (a reset that
+/// leaves a blocking read unanswered would park the loop forever); it must notice, reconnect
+/// and go on consuming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_killed_during_a_blocking_read_are_rebuilt() {
     let redis = PrivateRedis::start().await;
@@ -584,8 +586,9 @@ async fn own_pending_entries_deleted_from_the_stream_are_acknowledged() {
     assert_eq!(running.stop().await, Exit::Clean);
 }
 
-/// FIELD-NOTES 3: a BLOCK longer than redis-rs's default 500 ms response timeout is not a
-/// failure: idle reads time out on the server side and return nothing.
+/// A BLOCK longer than redis-rs's default 500 ms response timeout is not a failure (a client
+/// timeout that cut the read off would recycle the connection and strand delivered entries):
+/// idle reads time out on the server side and return nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_blocking_reads_longer_than_the_client_default_timeout_are_not_failures() {
     let (_db, pool) = database().await;
@@ -601,7 +604,7 @@ async fn idle_blocking_reads_longer_than_the_client_default_timeout_are_not_fail
     assert_eq!(running.stop().await, Exit::Clean);
 }
 
-/// FIELD-NOTES 1: the socket under a parked blocking read goes silent without being closed.
+/// The socket under a parked blocking read goes silent without being closed.
 /// The read's client-side deadline (BLOCK + margin) must fire, the connection be rebuilt, and
 /// consumption go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -631,10 +634,9 @@ async fn a_silent_redis_socket_under_a_blocking_read_is_abandoned_after_the_dead
     assert_eq!(stream.pending("order-service"), 0);
 }
 
-/// Regression (reliability campaign, Redis restarted with AOF): after Redis reloads a group
-/// from the AOF its entries-read counter is off, and `XINFO GROUPS` reports a lag that never
-/// drains although the group has read every entry; `order_ingest_group_lag` passed it on, so a
-/// lag alert would fire forever. `XGROUP SETID ... ENTRIESREAD 0` makes the same state here.
+/// After Redis reloads a group from the AOF its entries-read counter is off, and `XINFO
+/// GROUPS` reports a lag that never drains although the group has read every entry; passed on
+/// as `order_ingest_group_lag`, it would fire the lag alert forever. `XGROUP SETID ... ENTRIESREAD 0` makes the same state here.
 #[tokio::test]
 async fn group_lag_is_zero_when_the_group_has_read_the_whole_stream() {
     use order_ingest::metrics::{Metrics, Probe};
@@ -740,7 +742,7 @@ async fn redis_command_failures_are_counted_by_command() {
 
     // Nobody listens: the connection fails, and the command it was for is counted.
     let mut unreachable = RedisConn::new(
-        redis::Client::open(format!("redis://127.0.0.1:{}", free_port())).unwrap(),
+        redis::Client::open(format!("redis://127.0.0.1:{}", spare_port())).unwrap(),
         Duration::from_secs(2),
     )
     .count_errors(errors.clone());
@@ -752,7 +754,7 @@ async fn redis_command_failures_are_counted_by_command() {
     assert_eq!(errors.get("XINFO"), 1);
     // Without a counter nothing is counted.
     let mut uncounted = RedisConn::new(
-        redis::Client::open(format!("redis://127.0.0.1:{}", free_port())).unwrap(),
+        redis::Client::open(format!("redis://127.0.0.1:{}", spare_port())).unwrap(),
         Duration::from_secs(2),
     );
     assert!(uncounted

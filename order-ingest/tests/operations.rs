@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::*;
-use order_store::test_db::TestDatabase;
+use order_test_support::db::TestDatabase;
 use redis::Commands;
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-ingest");
@@ -49,7 +49,7 @@ async fn migrate_applies_the_schema_once_and_the_consumer_then_starts() {
     let mut consume = ingest(db.url(), &stream);
     consume.env(
         "ORDER_INGEST_METRICS_ADDR",
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", spare_port()),
     );
     let refused = run(consume).await;
     assert_ne!(refused.status.code(), Some(0));

@@ -1,4 +1,4 @@
-//! The real `order-ingest` binary behind Debian's PgBouncer in transaction pooling (issue 10),
+//! The real `order-ingest` binary behind Debian's PgBouncer in transaction pooling,
 //! with `--db-prepared-statements off`: every published order lands once. The pooler is the
 //! test's own, on a spare port, in front of the test's own database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use order_store::test_db::TestDatabase;
-use order_store::test_tls::{spare_port, PgBouncer};
+use order_test_support::db::TestDatabase;
+use order_test_support::spare_port;
+use order_test_support::tls::PgBouncer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-ingest");
 const EVENTS: usize = 300;

@@ -1,14 +1,16 @@
-//! The real `order-ingest` binary over TLS (issue 10): PostgreSQL with `sslmode=verify-full`
+//! The real `order-ingest` binary over TLS: PostgreSQL with `sslmode=verify-full`
 //! and `sslrootcert`, Redis over `rediss://` trusted through `SSL_CERT_FILE` (reader, command
 //! connection, `publish-sample`, and again after that Redis restarts), and one clear line and a
-//! non-zero exit for a wrong CA or a wrong host name. Private servers only (FIELD-NOTES 4).
+//! non-zero exit for a wrong CA or a wrong host name. Private servers only: the
+//! shared ones are never reconfigured.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use order_store::test_tls::{refusal, spare_port, Pki, TlsPostgres, TlsRedis};
+use order_test_support::spare_port;
+use order_test_support::tls::{refusal, Pki, TlsPostgres, TlsRedis};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-ingest");
 

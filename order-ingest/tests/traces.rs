@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use order_store::test_otlp::{Collector, OtlpProtocol, ReceivedSpan};
-use order_store::test_tls::Pki;
+use order_test_support::otlp::{Collector, OtlpProtocol, ReceivedSpan};
+use order_test_support::tls::Pki;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -185,7 +185,7 @@ async fn events_are_linked_to_their_traces_over_http_protobuf() {
 async fn a_collector_that_is_down_costs_no_order() {
     let (db, pool) = database().await;
     let stream = TestStream::new();
-    let closed = free_port();
+    let closed = spare_port();
     let env: Vec<(String, String)> = [
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -287,7 +287,7 @@ async fn the_outbox_relay_publish_span_links_the_trace_of_each_change() {
     let (db, pool) = database().await;
     let stream = TestStream::new();
     let updates = format!("{}:updated", stream.key);
-    let order = order_store::test_db::sample_order(9);
+    let order = order_test_support::orders::sample_order(9);
     let trace = trace_id();
     {
         let mut conn = pool.get().await.unwrap();

@@ -11,7 +11,7 @@ use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 
 use crate::error::StoreError;
 use crate::migrations;
-use crate::tls;
+use crate::runtime::tls;
 
 /// A pool of connections to `orderdb`.
 pub type Pool = Bb8Pool<AsyncPgConnection>;
@@ -72,8 +72,9 @@ impl DbArgs {
     }
 }
 
-/// Adds the socket settings that let a dead server be noticed (FIELD-NOTES 2): a connect
-/// timeout and TCP keepalives. Settings already in the URL win.
+/// Adds the socket settings that let a dead server be noticed, so the pool does not keep
+/// handing out connections to a server that restarted or failed over: a connect timeout and
+/// TCP keepalives. Settings already in the URL win.
 pub fn with_socket_settings(
     url: &str,
     connect_timeout: Duration,

@@ -1,26 +1,29 @@
-//! The order service's storage: the order model, the repository over `orderdb.orders`, the
-//! connection pool and the embedded migrations. Shared by `order-api` and `order-ingest`, and
-//! the only crate that speaks SQL.
+//! What `order-api` and `order-ingest` share, in two halves.
+//!
+//! **Storage**, the only part of the service that speaks SQL: the order model ([`models`]),
+//! the diesel schema ([`schema`]), the repository over `orderdb.orders` ([`orders`]), the
+//! change outbox ([`outbox`]), reads on a replica with read-your-writes tokens
+//! ([`replication`]), the embedded migrations ([`migrations`]), the connection pool and its
+//! flags ([`db`]) and the storage errors ([`error`]).
+//!
+//! **Process runtime** ([`runtime`]), what both binaries do alike at run time: signals and
+//! shutdown, logs, telemetry, TLS, the shared Prometheus series, and the health, readiness and
+//! metrics endpoints both serve.
+//!
+//! Test support lives in the dev-only `order-test-support` crate, out of production's reach.
 
+// Storage.
 pub mod db;
 pub mod error;
-pub mod health;
-pub mod metrics;
 pub mod migrations;
 pub mod models;
 pub mod orders;
 pub mod outbox;
-pub mod process;
 pub mod replication;
 pub mod schema;
-pub mod telemetry;
-#[cfg(feature = "test-support")]
-pub mod test_db;
-#[cfg(feature = "test-support")]
-pub mod test_otlp;
-#[cfg(feature = "test-support")]
-pub mod test_tls;
-pub mod tls;
+
+// Process runtime.
+pub mod runtime;
 
 pub use bigdecimal::BigDecimal;
 pub use db::{build_pool, prepare_database, DbArgs, Pool, PooledConn};

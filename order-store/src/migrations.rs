@@ -22,7 +22,7 @@ async fn with_sync_connection<T: Send + 'static>(
     url: &str,
     work: impl FnOnce(&mut SyncConnection) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    let mut conn = crate::tls::establish(url).await?;
+    let mut conn = crate::runtime::tls::establish(url).await?;
     // Unnamed statements only: `pending` runs at every start, possibly through a pooler in
     // transaction mode, and migrations are too few for a statement cache to matter.
     diesel_async::AsyncConnection::set_prepared_statement_cache_size(
@@ -68,7 +68,7 @@ fn check_session_holds_lock(
     pid: i32,
 ) -> Result<(), StoreError> {
     let (classid, objid) = lock_key_parts();
-    let probe = tokio::runtime::Handle::current().block_on(crate::tls::establish(url));
+    let probe = tokio::runtime::Handle::current().block_on(crate::runtime::tls::establish(url));
     let mut probe = SyncConnection::from(probe?);
     let shared: Count = diesel::sql_query(format!(
         "SELECT count(pg_advisory_unlock({MIGRATION_LOCK_KEY}))::int8 AS n FROM pg_locks \

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use order_store::test_db::TestDatabase;
+use order_test_support::db::TestDatabase;
 
 fn run(program: &str, args: &[&str]) -> String {
     let output = Command::new(program)

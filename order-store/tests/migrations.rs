@@ -6,7 +6,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use order_store::migrations;
-use order_store::test_db::TestDatabase;
+use order_test_support::db::TestDatabase;
 
 #[derive(QueryableByName)]
 struct Count {

@@ -1,4 +1,4 @@
-//! Behind PgBouncer in transaction pooling (issue 10), with Debian's pgbouncer started by the
+//! Behind PgBouncer in transaction pooling, with Debian's pgbouncer started by the
 //! test on a spare port: with prepared statements off the pool's queries never depend on a
 //! server connection they did not run on, and migrations, which need a session-level advisory
 //! lock, refuse clearly instead of running unprotected.
@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use order_store::db::OnOff;
-use order_store::test_db::TestDatabase;
-use order_store::test_tls::PgBouncer;
 use order_store::{migrations, StoreError};
+use order_test_support::db::TestDatabase;
+use order_test_support::tls::PgBouncer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_refuse_a_transaction_pooler_and_leave_no_lock_behind() {
@@ -108,8 +108,8 @@ async fn the_pool_without_prepared_statements_works_in_transaction_mode() {
         bouncer_complaints(&bouncer)
     );
 
-    // The control: with the default (named, cached statements) the same reads fail, as in
-    // issue 10, which proves the pooler is in the path and the setting is what fixes it.
+    // The control: with the default (named, cached statements) the same reads fail, which
+    // proves the pooler is in the path and the setting is what fixes it.
     let failures = reads_through(&bouncer, &db, OnOff::On).await;
     assert!(
         !failures.is_empty(),

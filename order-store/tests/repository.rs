@@ -11,14 +11,13 @@ use order_store::models::instant;
 use order_store::orders::{
     self, Cursor, FulfillmentUpdate, InsertOutcome, OrderFilter, RejectionKind,
 };
-use order_store::test_db::{sample_order, TestDatabase};
 use order_store::{NewOrder, OrderStatus, StoreError};
+use order_test_support::db::TestDatabase;
+use order_test_support::orders::sample_order;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(&order_test_support::fixtures::read(name)).unwrap()
 }
 
 const ORDER_FIXTURES: [&str; 3] = [
@@ -230,9 +229,9 @@ async fn one_bad_order_fails_alone_and_the_rest_of_the_batch_commits() {
     }
 }
 
-/// Regression (reliability campaign): PostgreSQL refuses U+0000 in text and JSONB, and the
-/// INSERT used to fail as a whole with an error no retry fixes, so a batch holding only such
-/// an order was retried forever and stalled the consumer. Now the order is rejected alone.
+/// PostgreSQL refuses U+0000 in text and JSONB with an error no retry fixes, failing the whole
+/// INSERT; a batch holding such an order would be retried forever and stall the consumer, so
+/// the order is rejected alone.
 #[tokio::test]
 async fn a_nul_character_anywhere_is_rejected_alone() {
     let db = TestDatabase::new().await;
@@ -276,7 +275,7 @@ async fn a_nul_character_anywhere_is_rejected_alone() {
         .is_none());
 }
 
-/// Regression (reliability campaign): an amount inside the JSONB columns with an absurd
+/// An amount inside the JSONB columns with an absurd
 /// exponent is refused instead of being rescaled into billions of digits on write.
 #[tokio::test]
 async fn an_absurd_line_item_amount_is_rejected_quickly() {

@@ -1,12 +1,12 @@
-//! TLS to PostgreSQL (issue 10) against a private server with `ssl=on` and a certificate for
+//! TLS to PostgreSQL against a private server with `ssl=on` and a certificate for
 //! `localhost` signed by a test CA: libpq's `sslmode` meanings, `sslrootcert`, and one clear
 //! error for a wrong CA or a wrong host name. The binaries' start-up over TLS is tested in
 //! order-api/tests/tls.rs and order-ingest/tests/tls.rs.
 
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
-use order_store::test_tls::{Pki, TlsPostgres};
 use order_store::{DbArgs, StoreError};
+use order_test_support::tls::{Pki, TlsPostgres};
 
 #[derive(QueryableByName)]
 struct Ssl {
@@ -15,7 +15,7 @@ struct Ssl {
 }
 
 async fn uses_tls(url: &str) -> Result<bool, StoreError> {
-    let mut conn = order_store::tls::establish(url).await?;
+    let mut conn = order_store::runtime::tls::establish(url).await?;
     let row: Ssl = diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         .get_result(&mut conn)
         .await?;

@@ -35,7 +35,7 @@ struct RawJwks {
 
 /// hyper 0.14's connector for the JWKS fetch: plain TCP for `http://`, and for `https://`
 /// rustls (ring) verifying the certificate chain against the platform roots plus
-/// `SSL_CERT_FILE` and the host name ([`order_store::tls`]).
+/// `SSL_CERT_FILE` and the host name ([`order_store::runtime::tls`]).
 #[derive(Clone)]
 struct JwksConnector {
     http: hyper::client::HttpConnector,
@@ -47,7 +47,7 @@ impl JwksConnector {
         let mut http = hyper::client::HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(JWKS_FETCH_TIMEOUT));
-        let mut config = order_store::tls::verified_client_config()
+        let mut config = order_store::runtime::tls::verified_client_config()
             .map_err(|e| AuthConfigError::JwksTls(e.to_string()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {

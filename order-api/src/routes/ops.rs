@@ -1,8 +1,8 @@
 //! Operations endpoints: the shared health, readiness and metrics endpoints
-//! ([`order_store::health`]) over this binary's readiness check and metrics, and the OpenAPI
+//! ([`order_store::runtime::health`]) over this binary's readiness check and metrics, and the OpenAPI
 //! document.
 
-use order_store::health::{self, Probe};
+use order_store::runtime::health::{self, Probe};
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue};
 use warp::hyper::Body;

@@ -9,7 +9,7 @@ use hyper::Method;
 use jsonwebtoken::{EncodingKey, Header};
 use order_api::auth::{Auth, AuthConfigError};
 use order_api::config::Config;
-use order_store::test_db::TestDatabase;
+use order_test_support::db::TestDatabase;
 use serde_json::{json, Value};
 use warp::Filter;
 

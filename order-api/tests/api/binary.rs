@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use order_store::test_db::TestDatabase;
+use order_test_support::db::TestDatabase;
 
 use crate::common::send;
 

@@ -14,8 +14,8 @@ use order_api::auth::Auth;
 use order_api::config::Config;
 use order_api::{AppState, Limits};
 use order_store::orders::{self, InsertOutcome};
-use order_store::test_db::TestDatabase;
 use order_store::NewOrder;
+use order_test_support::db::TestDatabase;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -216,11 +216,7 @@ pub fn all_token() -> String {
 
 /// A fixture order (`delivery`, `large-amount`, `immediate-minimal`).
 pub fn fixture(name: &str) -> NewOrder {
-    let text = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.json")),
-    )
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(&order_test_support::fixtures::read(&format!("{name}.json"))).unwrap()
 }
 
 /// The fixture with a new id and order number (and optionally store, customer, creation time).

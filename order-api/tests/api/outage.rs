@@ -1,5 +1,5 @@
 //! Database outage: a TCP proxy between the API and PostgreSQL that the test cuts and
-//! restores (the shared PostgreSQL itself is never touched, FIELD-NOTES 4).
+//! restores (the shared PostgreSQL itself is never touched: other tests use it at the same time).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::common::{get, graphql, read_token, variant, TestApp};
-use order_store::test_db::TestDatabase;
+use order_test_support::db::TestDatabase;
 
 /// Forwards connections to `upstream` while up; when cut, drops every open connection and
 /// closes new ones at once.

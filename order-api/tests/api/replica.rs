@@ -1,5 +1,5 @@
 //! Reads on a streaming replica: a private primary and a `pg_basebackup -R` standby of it
-//! (order_store::test_tls), never the shared server. Reads are served by the standby while it
+//! (order_test_support::tls), never the shared server. Reads are served by the standby while it
 //! is up and current, a change's X-Consistency-Token makes the next read see it, reads fall
 //! back to the primary while the standby lags or is down, a document holding a mutation stays
 //! on the primary, and the read URL honours TLS parameters and --db-prepared-statements (a
@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use order_store::orders::{self, InsertOutcome};
-use order_store::test_tls::{PgBouncer, Pki, StreamingReplica, TlsPostgres};
+use order_test_support::tls::{PgBouncer, Pki, StreamingReplica, TlsPostgres};
 use serde_json::json;
 
 use crate::common::variant;

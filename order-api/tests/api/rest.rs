@@ -929,10 +929,9 @@ async fn openapi_lists_exactly_the_real_routes() {
     app.stop().await;
 }
 
-/// Regression (reliability campaign, security stage and schemathesis): PostgreSQL text cannot
-/// hold U+0000, and a NUL byte in a path segment, query parameter, body field or GraphQL
-/// argument used to reach the query and come back as a 500. It is now a 400 naming the field,
-/// and nothing is written.
+/// PostgreSQL text cannot hold U+0000, so a NUL byte in a path segment, query parameter, body
+/// field or GraphQL argument must never reach a query (where it would fail as a 500): it is a
+/// 400 naming the field, and nothing is written.
 #[tokio::test]
 async fn nul_characters_are_a_400_not_a_500() {
     let app = app_with_fixtures().await;
@@ -996,8 +995,7 @@ async fn nul_characters_are_a_400_not_a_500() {
     }
 }
 
-/// Regression (reliability campaign, schemathesis ST204): a 405 must carry `Allow` with the
-/// methods the resource does answer (RFC 9110 15.5.6); it used to have none.
+/// A 405 carries `Allow` with the methods the resource does answer (RFC 9110 15.5.6).
 #[tokio::test]
 async fn method_not_allowed_lists_the_allowed_methods() {
     let app = app_with_fixtures().await;

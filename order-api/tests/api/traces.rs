@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use order_store::orders;
-use order_store::test_db::TestDatabase;
-use order_store::test_otlp::{Collector, OtlpProtocol, ReceivedSpan};
+use order_test_support::db::TestDatabase;
+use order_test_support::otlp::{Collector, OtlpProtocol, ReceivedSpan};
 use serde_json::json;
 
 use crate::common::{send, variant, Reply, WAIT};

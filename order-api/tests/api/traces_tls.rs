@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use order_store::test_db::TestDatabase;
-use order_store::test_otlp::{Collector, OtlpProtocol};
-use order_store::test_tls::Pki;
+use order_test_support::db::TestDatabase;
+use order_test_support::otlp::{Collector, OtlpProtocol};
+use order_test_support::tls::Pki;
 
 use crate::common::WAIT;
 use crate::traces::{find, stored_order, traceparent, Api, CALLER_SPAN, CALLER_TRACE};
@@ -188,7 +188,7 @@ fn an_unreadable_collector_certificate_stops_the_binary_with_one_line() {
         ])
         .output()
         .unwrap();
-    let line = order_store::test_tls::refusal("order-api", &out);
+    let line = order_test_support::tls::refusal("order-api", &out);
     assert!(line.contains("/nonexistent/collector-ca.pem"), "{line}");
     assert!(line.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"), "{line}");
     assert_eq!(out.status.code(), Some(2), "{line}");

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use cloudevents::{EventBuilder, EventBuilderV10};
 use order_ingest::{Consumer, Exit, Metrics, StreamArgs};
 use order_store::orders::OrderFilter;
-use order_store::test_db::TestDatabase;
 use order_store::Pool;
+use order_test_support::db::TestDatabase;
+use order_test_support::orders::order_json;
 use redis::Commands;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -33,13 +34,7 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-pub fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/../order-store/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
+pub use order_test_support::spare_port;
 
 /// A stream key of this test's own, deleted (with its dead-letter stream) on drop.
 pub struct TestStream {
@@ -181,16 +176,7 @@ pub fn synthetic_event(store: i32) -> (Uuid, String) {
 }
 
 pub fn synthetic_event_for(order_id: Uuid, order_number: &str, store: i32) -> String {
-    let order: Value = serde_json::from_str(&format!(
-        r#"{{"id":"{order_id}","storeNumber":{store},"orderNumber":"{order_number}","customerId":"cust-1",
-        "fulfillmentType":"PICKUP","fulfillmentDate":null,"reservationId":null,
-        "subtotal":19.99,"discountTotal":0,"taxTotal":1.6,"fulfillmentCost":0,"grandTotal":21.59,
-        "paymentStatus":"COMPLETED","paymentMethod":"CARD","paymentReference":null,"status":"PAID",
-        "lineItems":[{{"productId":"p","sku":"SKU-1","name":"Thing","quantity":1,"unitPrice":19.99,"discountAmount":null,"lineTotal":19.99}}],
-        "appliedDiscounts":[],"customerSnapshot":null,"fulfillmentDetails":null,
-        "createdAt":"2025-12-13T09:02:11.123Z","updatedAt":"2025-12-13T09:02:11.123Z","createdBy":null,"sessionId":null}}"#
-    ))
-    .unwrap();
+    let order: Value = serde_json::from_str(&order_json(order_id, order_number, store)).unwrap();
     let event = EventBuilderV10::new()
         .id(Uuid::new_v4().to_string())
         .source("urn:reactive-platform:checkout-service")
@@ -412,15 +398,6 @@ pub async fn database() -> (TestDatabase, Pool) {
     (db, pool)
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `GET path` over plain HTTP/1.0; returns (status, body).
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -457,7 +434,7 @@ pub fn ingest(db_url: &str, stream: &TestStream, consumer: &str) -> Command {
         .env("ORDER_BLOCK_MS", "200")
         .env(
             "ORDER_INGEST_METRICS_ADDR",
-            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", spare_port()),
         );
     cmd
 }

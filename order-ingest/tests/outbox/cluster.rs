@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
-use order_store::test_db::{sample_order, TestDatabase};
-use order_store::test_tls::spare_port;
+use order_test_support::db::TestDatabase;
+use order_test_support::orders::sample_order;
+use order_test_support::tls::spare_port;
 use redis::Commands as _;
 use serde_json::{json, Value};
 

@@ -13,7 +13,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use order_store::test_db::{sample_order, TestDatabase};
+use order_test_support::db::TestDatabase;
+use order_test_support::orders::sample_order;
 use serde_json::{json, Value};
 use support::{
     backlog, insert, updates_key, wait_events, wait_until, Api, Event, PrivateRedis, RunningRelay,

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_store::test_db::{sample_order, TestDatabase};
-use order_store::test_tls::{spare_port, PgBouncer};
+use order_test_support::db::TestDatabase;
+use order_test_support::orders::sample_order;
+use order_test_support::spare_port;
+use order_test_support::tls::PgBouncer;
 use serde_json::{json, Value};
 use uuid::Uuid;
 

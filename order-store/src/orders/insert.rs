@@ -56,22 +56,12 @@ impl RejectionKind {
 /// and the whole call may be retried.
 ///
 /// Why `unnest` rather than a multi-row `VALUES`: the statement text is the same for every
-/// batch size (one prepared statement, where `VALUES` had one per row count) and it has 24
+/// batch size (one prepared statement, where `VALUES` needs one per row count) and it has 24
 /// parameters instead of 24 a row, so both sides encode and parse far less. The `JSONB`
 /// columns are serialized straight from the typed structs to JSON text, without building a
 /// `serde_json::Value` tree first.
 ///
-/// Measured (issue 13) on one connection, batches of 200 into an emptied table, on a shared
-/// 2-core machine (so with noise):
-/// - this function itself, 20,000 `sample_order`s with two line items (a timing harness in a
-///   debug build, since removed), three rounds: `VALUES` 4.0–5.2 s (3,800–5,000 rows/s),
-///   `unnest` 2.6–3.3 s (6,100–7,600 rows/s);
-/// - the JSON of those orders' `line_items` and `applied_discounts`: through a `Value` 621 ms,
-///   straight to text 306 ms;
-/// - `order-ingest` draining 40,000 `publish-sample` events with one worker (release build),
-///   consumer not pipelined: `VALUES` 4,400–6,200 events/s, `unnest` 6,000–8,500 events/s;
-///   against `order-bench insert` (the same rows, 200 a statement, 1 connection) at
-///   7,800–9,300 rows/s with `VALUES`, 8,300–14,300 with `unnest`, 9,000 with binary `COPY`.
+/// The measurements behind both choices are in docs/decisions.md.
 pub async fn insert_if_absent(
     conn: &mut AsyncPgConnection,
     batch: &[NewOrder],
@@ -165,7 +155,7 @@ pub async fn insert_if_absent(
 
 /// The insert: one array per column, unnested into rows. A `NULL` in a `NOT NULL` column with
 /// a default takes that default (the table's, docs/compatibility.md §2: `0`, `'PENDING'`,
-/// `'CREATED'`, `'[]'`, `now()`), as `DEFAULT` did in the multi-row `VALUES` it replaces.
+/// `'CREATED'`, `'[]'`, `now()`), as `DEFAULT` would in a multi-row `VALUES`.
 /// `JSONB` values travel as text and are cast, as the server parses them either way.
 const INSERT_UNNEST: &str = "\
 INSERT INTO orders (id, store_number, order_number, customer_id, fulfillment_type, \

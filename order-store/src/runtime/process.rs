@@ -1,5 +1,5 @@
 //! Process glue both binaries share: the log format and the shutdown signal (logs and traces
-//! are set up by [`crate::telemetry::init`]).
+//! are set up by [`crate::runtime::telemetry::init`]).
 
 /// Log line format of either binary (`--log-format` / `LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

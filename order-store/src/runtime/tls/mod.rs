@@ -1,4 +1,4 @@
-//! TLS for every connection the service opens, with one trust story (issue 10): rustls with the
+//! TLS for every connection the service opens, with one trust story: rustls with the
 //! `ring` provider, trusting the platform roots (Mozilla's, compiled in) plus the CA bundle named
 //! by `SSL_CERT_FILE` when it is set. PostgreSQL, Redis and the JWKS client all take their roots
 //! from here.
@@ -16,7 +16,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use diesel::ConnectionResult;
 use diesel_async::AsyncPgConnection;
@@ -26,12 +25,13 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_postgres::Socket;
 
 mod postgres;
+mod stream;
 pub use postgres::{establish, PgConnector, RustlsStream};
+pub use stream::ClientTlsStream;
 
 /// The environment variable naming an extra CA bundle (PEM) to trust.
 pub const CERT_FILE_ENV: &str = "SSL_CERT_FILE";

@@ -18,7 +18,7 @@ impl PgBouncer {
     /// PgBouncer in front of `database` on the test server, `pool_mode` as given
     /// (`transaction`), with `server_pool_size` server connections at most.
     pub fn start(database: &str, pool_mode: &str, server_pool_size: u32) -> Self {
-        let admin = crate::test_db::admin_url();
+        let admin = crate::db::admin_url();
         let authority = admin
             .split("://")
             .nth(1)
@@ -96,7 +96,7 @@ impl PgBouncer {
 
     /// The URL of `database` through the pooler, as the admin URL's user.
     pub fn url(&self, database: &str) -> String {
-        let admin = crate::test_db::admin_url();
+        let admin = crate::db::admin_url();
         let user = admin
             .split("://")
             .nth(1)

@@ -231,7 +231,7 @@ impl TlsConnect<Socket> for RustlsConnect {
             tokio_rustls::TlsConnector::from(config)
                 .connect(self.name, stream)
                 .await
-                .map(RustlsStream)
+                .map(ClientTlsStream)
                 // The mode in the message says which check refused the server.
                 .map_err(|e| {
                     io::Error::new(e.kind(), format!("sslmode={}: {e}", self.mode.as_str()))
@@ -241,49 +241,9 @@ impl TlsConnect<Socket> for RustlsConnect {
 }
 
 /// The TLS stream tokio-postgres reads and writes.
-pub struct RustlsStream(tokio_rustls::client::TlsStream<Socket>);
+pub type RustlsStream = ClientTlsStream<Socket>;
 
-impl AsyncRead for RustlsStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for RustlsStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-}
-
-impl TlsStream for RustlsStream {
+impl TlsStream for ClientTlsStream<Socket> {
     fn channel_binding(&self) -> ChannelBinding {
         // SCRAM without channel binding (what libpq does with channel_binding=prefer when the
         // binding data is not offered); the TLS session itself is verified as the mode says.

@@ -31,12 +31,11 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::tls;
+use crate::runtime::tls;
 
 /// How often a collector whose certificate was refused is checked again.
 const RECHECK_EVERY: Duration = Duration::from_secs(60);
@@ -348,57 +347,16 @@ impl tower_service::Service<http::Uri> for CollectorConnector {
             let tcp = TcpStream::connect((host.as_str(), uri.port_u16().unwrap_or(443))).await?;
             tcp.set_nodelay(true)?;
             let tls = connect_tls(&config, &host, tcp).await?;
-            Ok(TokioIo::new(CollectorStream(tls)))
+            Ok(TokioIo::new(tls::ClientTlsStream(tls)))
         })
     }
 }
 
 /// A TLS connection to the collector.
-#[derive(Debug)]
-pub struct CollectorStream(TlsStream<TcpStream>);
+pub type CollectorStream = tls::ClientTlsStream<TcpStream>;
 
-impl Connection for CollectorStream {
+impl Connection for tls::ClientTlsStream<TcpStream> {
     fn connected(&self) -> Connected {
         Connected::new()
-    }
-}
-
-impl AsyncRead for CollectorStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CollectorStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
     }
 }

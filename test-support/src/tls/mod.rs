@@ -1,28 +1,21 @@
-//! TLS fixtures for the integration tests of every crate (issue 10): a throw-away CA and server
+//! TLS fixtures for the integration tests of every crate: a throw-away CA and server
 //! certificate made with the `openssl` CLI, a private PostgreSQL with `ssl=on` (`initdb` and
 //! `pg_ctl` into a temporary directory, on a spare port) and a private Redis with only a TLS
-//! port. The shared servers are never touched (FIELD-NOTES 4).
+//! port. The shared servers are never touched: other developers' tests run against them at the
+//! same time, so fault tests stop and reconfigure only servers of their own.
 //!
-//! Only compiled with the `test-support` feature; its `expect`s fire only when the machine
-//! lacks a tool the tests need, and a panic naming it is how a test reports that.
+//! Its `expect`s fire only when the machine lacks a tool the tests need, and a panic naming it
+//! is how a test reports that.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::spare_port;
+
 /// Where the PostgreSQL server binaries are (Debian's layout, then `PATH`).
 const PG_BIN_DIRS: &[&str] = &["/usr/lib/postgresql/15/bin", "/usr/local/bin"];
-
-/// A port nobody listens on right now.
-pub fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a spare port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn is_root() -> bool {
     Command::new("id")

@@ -158,8 +158,12 @@ fn an_unreadable_collector_certificate_is_a_start_up_error() {
 
 #[tokio::test]
 async fn the_certificate_check_tells_a_refused_certificate_from_an_unreachable_collector() {
-    let pki = crate::test_tls::Pki::new();
-    let collector = crate::test_otlp::Collector::start_tls(OtlpProtocol::Grpc, &pki).await;
+    let pki = order_test_support::tls::Pki::new();
+    let collector = order_test_support::otlp::Collector::start_tls(
+        order_test_support::otlp::OtlpProtocol::Grpc,
+        &pki,
+    )
+    .await;
     let endpoint = collector.endpoint();
     let trusting = |path: std::path::PathBuf| CollectorCertificate {
         variable: "OTEL_EXPORTER_OTLP_CERTIFICATE",
@@ -188,7 +192,7 @@ async fn the_certificate_check_tells_a_refused_certificate_from_an_unreachable_c
     assert!(reason.contains("not valid for name"), "{reason}");
 
     // Nothing listening: not a refusal, so the export is tried (and fails as for http://).
-    let closed = format!("https://localhost:{}", crate::test_tls::spare_port());
+    let closed = format!("https://localhost:{}", order_test_support::spare_port());
     let down = CollectorTls::new(&closed, Some(&trusting(pki.ca())), b"h2").unwrap();
     assert_eq!(down.check().await, None);
     assert!(down.ready().await);

@@ -2,15 +2,14 @@
 //! test-db crate, in miniature). The server comes from `TEST_DATABASE_URL`, an admin URL
 //! that may create databases; by default the local PostgreSQL as `postgres`.
 //!
-//! Only compiled with the `test-support` feature, which only dev-dependencies enable: no
-//! service input ever reaches this module. Its `expect`s fire only when the test server itself
+//! Its `expect`s fire only when the test server itself
 //! is unusable (unreachable, cannot create a database), and a panic with that message is how
 //! a test reports it.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use crate::db::{build_pool, DbArgs, Pool};
+use order_store::{build_pool, DbArgs, Pool};
 
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -34,7 +33,7 @@ impl TestDatabase {
     /// A new database with every migration applied.
     pub async fn new() -> Self {
         let db = Self::empty().await;
-        crate::migrations::run_pending_locked(&db.url)
+        order_store::migrations::run_pending_locked(&db.url)
             .await
             .expect("migrations apply");
         db
@@ -99,21 +98,4 @@ impl Drop for TestDatabase {
         });
         let _ = handle.join();
     }
-}
-
-/// A valid order as checkout would publish it, with a fresh id and order number, for tests
-/// that need many distinct orders.
-pub fn sample_order(store_number: i32) -> crate::NewOrder {
-    let id = uuid::Uuid::new_v4();
-    let json = format!(
-        r#"{{"id":"{id}","storeNumber":{store_number},"orderNumber":"ORD-{store_number}-{simple}",
-        "customerId":"cust-1","fulfillmentType":"DELIVERY","fulfillmentDate":null,"reservationId":null,
-        "subtotal":19.99,"discountTotal":0,"taxTotal":1.6,"fulfillmentCost":0,"grandTotal":21.59,
-        "paymentStatus":"COMPLETED","paymentMethod":"CARD","paymentReference":null,"status":"PAID",
-        "lineItems":[{{"productId":"p-1","sku":"SKU-1","name":"Mug","quantity":1,"unitPrice":19.99,
-        "discountAmount":null,"lineTotal":19.99}}],"appliedDiscounts":[],"customerSnapshot":null,
-        "fulfillmentDetails":null,"createdAt":null,"updatedAt":null,"createdBy":null,"sessionId":null}}"#,
-        simple = id.simple()
-    );
-    serde_json::from_str(&json).expect("the sample order is valid")
 }

@@ -23,7 +23,7 @@ use prost::Message as _;
 use tokio::sync::oneshot;
 use warp::Filter;
 
-pub use crate::telemetry::OtlpProtocol;
+pub use order_store::runtime::telemetry::OtlpProtocol;
 
 /// One received span, with ids as lowercase hex and attribute values as text.
 #[derive(Debug, Clone)]
@@ -258,7 +258,7 @@ impl Collector {
 
     /// The collector behind a TLS front that presents `pki`'s server certificate (for
     /// `localhost`, signed by `pki.ca()`) and offers ALPN `h2` and `http/1.1`.
-    pub async fn start_tls(protocol: OtlpProtocol, pki: &crate::test_tls::Pki) -> Collector {
+    pub async fn start_tls(protocol: OtlpProtocol, pki: &crate::tls::Pki) -> Collector {
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let mut collector = Collector::start(protocol).await;
@@ -267,12 +267,13 @@ impl Collector {
             .collect::<Result<Vec<_>, _>>()
             .expect("a PEM certificate");
         let key = PrivateKeyDer::from_pem_file(pki.server_key()).expect("a PEM private key");
-        let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("the test certificate and key match");
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(order_store::runtime::tls::provider())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("the test certificate and key match");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

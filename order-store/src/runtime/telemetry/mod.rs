@@ -35,7 +35,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::process::LogFormat;
+use crate::runtime::process::LogFormat;
 
 pub mod collector_tls;
 mod json_logs;
