@@ -51,7 +51,7 @@ async fn answer(
             warp::reply::json(&RequestErrors { errors }).into_response()
         }
     };
-    super::orders::with_consistency_token(&mut response, token);
+    super::changes::with_consistency_token(&mut response, token);
     Ok(response)
 }
 

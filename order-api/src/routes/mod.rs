@@ -5,6 +5,7 @@
 //! exactly these routes and that the OpenAPI document lists exactly them.
 
 pub mod body;
+pub mod changes;
 pub mod graphql;
 pub mod ops;
 pub mod orders;
@@ -59,10 +60,10 @@ pub const ROUTES: &[Route] = &[
     orders::BY_STORE,
     orders::BY_CUSTOMER,
     orders::BY_ID,
-    orders::UPDATE_STATUS,
-    orders::UPDATE_FULFILLMENT,
-    orders::CANCEL,
-    orders::ADD_NOTE,
+    changes::UPDATE_STATUS,
+    changes::UPDATE_FULFILLMENT,
+    changes::CANCEL,
+    changes::ADD_NOTE,
     graphql::GRAPHQL,
     graphql::GRAPHIQL,
     ops::HEALTH_AND_METRICS[0],
@@ -125,13 +126,13 @@ pub fn routes(
         .unify()
         .or(orders::order_by_id(state))
         .unify()
-        .or(orders::update_status(state))
+        .or(changes::update_status(state))
         .unify()
-        .or(orders::update_fulfillment(state))
+        .or(changes::update_fulfillment(state))
         .unify()
-        .or(orders::cancel(state))
+        .or(changes::cancel(state))
         .unify()
-        .or(orders::add_note(state))
+        .or(changes::add_note(state))
         .unify()
         .or(graphql::graphql_post(state))
         .unify()

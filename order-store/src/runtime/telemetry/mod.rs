@@ -19,11 +19,10 @@
 //! `order_*` crates) at `debug` and above, whatever the log level, so that turning logs down
 //! does not turn traces off, and so that the exporter's own HTTP/2 client never traces itself.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::resource::{EnvResourceDetector, ResourceDetector};
@@ -38,7 +37,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::runtime::process::LogFormat;
 
 pub mod collector_tls;
+mod context;
 mod json_logs;
+
+pub use context::{current_trace_id, current_traceparent, db_span, remote_span_context};
 
 use collector_tls::{CheckedExporter, CollectorCertificate, CollectorTls};
 use json_logs::JsonWithTraceIds;
@@ -395,66 +397,6 @@ fn tracer_provider(
         .with_span_processor(processor)
         .with_resource(resource.build())
         .build()
-}
-
-/// The span of one database call on `orders` (OpenTelemetry's database conventions): named
-/// after the SQL operation (`SELECT orders`), carrying the operation and never the statement's
-/// parameters. `debug`, like every span that is only for traces. The caller records
-/// `otel.status_code = "ERROR"` when the call fails.
-pub fn db_span(operation: &'static str, rows: Option<usize>) -> tracing::Span {
-    tracing::debug_span!(
-        "db",
-        otel.name = %format_args!("{operation} orders"),
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        db.system = "postgresql",
-        db.system.name = "postgresql",
-        db.operation.name = operation,
-        db.collection.name = "orders",
-        db.operation.batch.size = rows,
-    )
-}
-
-/// The remote span context of a W3C `traceparent` (and `tracestate`), if valid. Used for links,
-/// which need a span context rather than a whole context.
-pub fn remote_span_context(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
-    let mut carrier = HashMap::with_capacity(2);
-    carrier.insert("traceparent".to_owned(), traceparent.to_owned());
-    if let Some(state) = tracestate {
-        carrier.insert("tracestate".to_owned(), state.to_owned());
-    }
-    let context = TraceContextPropagator::new().extract(&carrier);
-    let span = context.span();
-    let span_context = span.span_context();
-    span_context.is_valid().then(|| span_context.clone())
-}
-
-/// The W3C `traceparent` of the current span, when it is traced: what an event made in this
-/// span carries so that its consumers' traces link back to the request that made it.
-pub fn current_traceparent() -> Option<String> {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let context = tracing::Span::current().context();
-    let span = context.span();
-    let span_context = span.span_context();
-    span_context.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            span_context.trace_id(),
-            span_context.span_id(),
-            span_context.trace_flags().to_u8()
-        )
-    })
-}
-
-/// The trace id (32 hex digits) of the current span, when one is being traced.
-pub fn current_trace_id() -> Option<String> {
-    opentelemetry::Context::map_current(|context| {
-        let span = context.span();
-        let span_context = span.span_context();
-        span_context
-            .is_valid()
-            .then(|| span_context.trace_id().to_string())
-    })
 }
 
 #[cfg(test)]

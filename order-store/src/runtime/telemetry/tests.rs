@@ -1,5 +1,7 @@
 //! The OTEL_* settings as read by [`super::trace_export`].
 
+use std::collections::HashMap;
+
 use super::*;
 
 fn export(vars: &[(&str, &str)]) -> Result<TraceExport, String> {
