@@ -577,7 +577,7 @@ def write_report(ctx, facts, results, path, started):
     w("Known limits of this campaign: Redis is restarted with SHUTDOWN (AOF flushed), not killed, "
       "so the one second `appendfsync everysec` may lose on a crash is not exercised; a SIGKILL between "
       "a dead letter's XADD and the XACK of its entry can still write that dead letter twice "
-      "(documented in order-ingest/src/dlq.rs; none seen in these runs).")
+      "(documented in order-ingest/src/consumer/acker.rs): run H saw it once, the one doubled of scenario (a).")
     w("")
     w("## How to run")
     w("")

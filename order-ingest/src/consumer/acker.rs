@@ -87,6 +87,10 @@ impl Acker {
         Ok(())
     }
 
+    /// Writes the batch's dead letters, before their entries are acknowledged. The two are
+    /// separate commands (the dead-letter stream and the stream may live on different nodes of
+    /// a cluster), so a worker killed between them leaves the entry pending, and whoever claims
+    /// it writes its dead letter a second time: dead letters are at least once, never lost.
     async fn dead_letter(&mut self, dead: &[DeadLetter], held: &[String]) -> Result<(), Abandoned> {
         if dead.is_empty() {
             return Ok(());
