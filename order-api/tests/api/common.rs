@@ -416,6 +416,11 @@ pub async fn send(
     let request = builder
         .body(body.map_or_else(Body::empty, Body::from))
         .unwrap();
+    exchange(request).await
+}
+
+/// Sends `request` and reads the whole answer, within [`WAIT`].
+pub async fn exchange(request: hyper::Request<Body>) -> Reply {
     let fut = async {
         let response = client().request(request).await.unwrap();
         let status = response.status();

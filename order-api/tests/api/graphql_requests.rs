@@ -2,10 +2,9 @@
 //! errors (a document that does not parse or does not validate) answered as the GraphQL
 //! specification and graphql-java answer them, without `data` (docs/compatibility.md §4).
 
-use hyper::body::HttpBody as _;
 use serde_json::{json, Value};
 
-use crate::common::{graphql, read_token, Reply, TestApp, WAIT};
+use crate::common::{exchange, graphql, read_token, Reply, TestApp};
 use crate::rest::app_with_fixtures;
 
 const DELIVERY_ID: &str = "9b2e4c6a-1f3d-4e8b-a7c5-2d9f1e3b5a70";
@@ -34,24 +33,7 @@ async fn post_chunked(app: &TestApp, token: &str, body: Vec<u8>, piece: usize) -
         .header("transfer-encoding", "chunked")
         .body(streamed)
         .unwrap();
-    let answer = async {
-        let response = hyper::Client::new().request(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.data().await {
-            bytes.extend_from_slice(&chunk.unwrap());
-        }
-        Reply {
-            status,
-            headers,
-            text: String::from_utf8(bytes).unwrap(),
-        }
-    };
-    tokio::time::timeout(WAIT, answer)
-        .await
-        .expect("request timed out")
+    exchange(request).await
 }
 
 /// A GraphQL request body of exactly `size` bytes: the query, then JSON whitespace.
