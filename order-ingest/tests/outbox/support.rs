@@ -188,15 +188,7 @@ impl Api {
         let config = order_api::config::Config::try_parse_from(args).unwrap();
         let auth = order_api::auth::Auth::from_config(&config).await.unwrap();
         let pool = order_store::build_pool(&config.db, "order-api-outbox-test");
-        let state = order_api::AppState::new(
-            pool,
-            auth,
-            order_api::Limits {
-                max_body_bytes: config.max_body_bytes,
-                pool_max: config.db.db_pool_size,
-                db_op_timeout: config.db_query_timeout(),
-            },
-        );
+        let state = order_api::AppState::new(pool, auth, order_api::Limits::of(&config));
         let (tx, rx) = oneshot::channel::<()>();
         let (addr, server) = order_api::serve(&state, config.listen, async {
             let _ = rx.await;
