@@ -92,14 +92,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(USAGE_ERROR);
         }
     };
-    let code = match run(config).await {
+    let outcome = run(config).await;
+    if let Err(e) = &outcome {
+        tracing::error!(error = %format!("{e:#}"), "order-api cannot start");
+    }
+    // The log lines first, so that the error is the last line.
+    telemetry.shutdown().await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "order-api cannot start");
             eprintln!("order-api: {e:#}");
             ExitCode::FAILURE
         }
-    };
-    telemetry.shutdown().await;
-    code
+    }
 }
