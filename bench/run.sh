@@ -58,6 +58,7 @@
 #   --wait-idle S         wait up to S s after the build for the 1-min  [BENCH_WAIT_IDLE=120]
 #                         load average to fall to nproc/2 (shared machine; 0: don't wait)
 #   --no-profile          skip the perf profiles                        [BENCH_PROFILE=0]
+#                         (the profiled ingest drain logs at BENCH_PROFILE_RUST_LOG=info)
 #   --no-install          never apt-get/npm install                     [BENCH_INSTALL=0]
 #   --skip-build          use the release binaries already built        [BENCH_SKIP_BUILD=1]
 #   --output FILE         report path                                   [BENCH_OUTPUT=docs/BENCHMARKS.md]
@@ -133,6 +134,9 @@ PREFIX="order-bench:$$"
 THREADS="$(nproc)"
 BIN="${BENCH_BIN_DIR:-$ROOT/target/release}"
 export BENCH_DIR RUST_LOG="${RUST_LOG:-warn}"
+# The profiled ingest drain logs at the deployed level (deploy/k8s/config.yaml), so that the
+# profile shows what the per-order log line costs the worker.
+PROFILE_RUST_LOG="${BENCH_PROFILE_RUST_LOG:-info}"
 
 log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -249,7 +253,7 @@ facts() {
     echo "connections=$CONNECTIONS"; echo "rate=$RATE"; echo "latency_seconds=$LATENCY_SECONDS"
     echo "batch=$BATCH"; echo "stores=$STORES"; echo "existing_seconds=$EXISTING_SECONDS"
     echo "threads=$THREADS"; echo "phases=$PHASES"; echo "profile=$PROFILE"
-    echo "rust_log=$RUST_LOG"
+    echo "rust_log=$RUST_LOG"; echo "profile_rust_log=$PROFILE_RUST_LOG"
   } > "$f"
 }
 
@@ -590,10 +594,10 @@ ingest_phase() {
   if [ "$PROFILE" = 1 ]; then
     local n=$(( EVENTS < 50000 ? EVENTS : 50000 ))
     key="$PREFIX:profile"
-    log "profiling order-ingest draining $n events (1 worker)"
-    echo "# profiling run (not measured): $n events, 1 worker, perf attached" >> "$OUT/commands.txt"
+    log "profiling order-ingest draining $n events (1 worker, RUST_LOG=$PROFILE_RUST_LOG)"
+    echo "# profiling run (not measured): $n events, 1 worker, perf attached, RUST_LOG=$PROFILE_RUST_LOG" >> "$OUT/commands.txt"
     preload "$key" "$n"
-    drain 1 "$key" ingest_profile 1
+    RUST_LOG="$PROFILE_RUST_LOG" drain 1 "$key" ingest_profile 1
     redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null
   fi
 }
