@@ -58,7 +58,8 @@
 #   --wait-idle S         wait up to S s after the build for the 1-min  [BENCH_WAIT_IDLE=120]
 #                         load average to fall to nproc/2 (shared machine; 0: don't wait)
 #   --no-profile          skip the perf profiles                        [BENCH_PROFILE=0]
-#                         (the profiled ingest drain logs at BENCH_PROFILE_RUST_LOG=info)
+#                         (every binary logs at RUST_LOG=info, the deployed level; the
+#                         profiled ingest drain at BENCH_PROFILE_RUST_LOG, default RUST_LOG)
 #   --no-install          never apt-get/npm install                     [BENCH_INSTALL=0]
 #   --skip-build          use the release binaries already built        [BENCH_SKIP_BUILD=1]
 #   --output FILE         report path                                   [BENCH_OUTPUT=docs/BENCHMARKS.md]
@@ -133,10 +134,10 @@ FLOOR_ADDR="127.0.0.1:$((PORT_BASE + 6))"
 PREFIX="order-bench:$$"
 THREADS="$(nproc)"
 BIN="${BENCH_BIN_DIR:-$ROOT/target/release}"
-export BENCH_DIR RUST_LOG="${RUST_LOG:-warn}"
-# The profiled ingest drain logs at the deployed level (deploy/k8s/config.yaml), so that the
-# profile shows what the per-order log line costs the worker.
-PROFILE_RUST_LOG="${BENCH_PROFILE_RUST_LOG:-info}"
+# Every binary logs at the deployed level (deploy/k8s/config.yaml): the measured drains pay for
+# the per-order log line as production does, and the profile shows what it costs the worker.
+export BENCH_DIR RUST_LOG="${RUST_LOG:-info}"
+PROFILE_RUST_LOG="${BENCH_PROFILE_RUST_LOG:-$RUST_LOG}"
 
 log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
