@@ -50,16 +50,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let pool = order_store::prepare_database(&config.db, "order-api")
         .await
         .context("cannot use the database")?;
-    let state = AppState::with_read_replica(
-        pool,
-        replica,
-        auth,
-        Limits {
-            max_body_bytes: config.max_body_bytes,
-            pool_max: config.db.db_pool_size,
-            db_op_timeout: config.db_query_timeout(),
-        },
-    );
+    let state = AppState::with_read_replica(pool, replica, auth, Limits::from_config(&config));
     let (closing_tx, closing) = tokio::sync::oneshot::channel::<()>();
     let stop = stop_accepting(state.clone(), config.shutdown_delay());
     let shutdown = async move {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use order_store::{build_pool, DbArgs, Pool};
 
 use crate::auth::Auth;
+use crate::config::Config;
 use crate::db::{Db, ReadCounters};
 use crate::graphql::{self, OrderSchema};
 use crate::metrics::Metrics;
@@ -61,6 +62,17 @@ pub struct Limits {
     pub max_body_bytes: u64,
     pub pool_max: u32,
     pub db_op_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits `config` sets.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_body_bytes: config.max_body_bytes,
+            pool_max: config.db.db_pool_size,
+            db_op_timeout: config.db_query_timeout(),
+        }
+    }
 }
 
 impl AppState {

@@ -62,11 +62,7 @@ impl Api {
             order_store::build_pool(&config.db, "order-api-test"),
             Some(replica),
             auth,
-            Limits {
-                max_body_bytes: config.max_body_bytes,
-                pool_max: config.db.db_pool_size,
-                db_op_timeout: config.db_query_timeout(),
-            },
+            Limits::from_config(&config),
         );
         let (tx, rx) = oneshot::channel::<()>();
         let (addr, server) = order_api::serve(&state, config.listen, async {
