@@ -116,7 +116,13 @@ pub struct ConsistencyToken {
     /// Opaque token answered by a successful change; send the latest one back unchanged on
     /// later reads to see your own changes even when reads are served by a replica that is
     /// behind. A malformed token is a 400.
-    #[param(rename = "X-Consistency-Token", value_type = String, required = false)]
+    // The pattern is the one `replica::parse_token` accepts (a WAL position, `16/B374D848`).
+    #[param(
+        rename = "X-Consistency-Token",
+        value_type = String,
+        required = false,
+        pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"
+    )]
     token: Option<String>,
 }
 

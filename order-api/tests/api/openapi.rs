@@ -209,6 +209,14 @@ async fn openapi_states_the_enforced_constraints() {
         parameter(&doc, search, "query", "status")["enum"],
         json!(statuses)
     );
+    // The consistency token a read accepts: a WAL position, as a change answers it.
+    for op in [search, by_store, by_customer] {
+        let token = parameter(&doc, op, "header", "X-Consistency-Token");
+        assert_eq!(
+            token["pattern"], "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$",
+            "{token}"
+        );
+    }
     for name in ["startDate", "endDate"] {
         assert_eq!(
             parameter(&doc, search, "query", name)["format"],
