@@ -105,6 +105,15 @@ pub static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
         .expect("the OpenAPI document serializes")
 });
 
+/// The `{orderId}` path segment: an order's UUID.
+#[derive(IntoParams)]
+#[into_params(names("orderId"), parameter_in = Path)]
+#[allow(
+    dead_code,
+    reason = "describes a segment read by routes::orders::decode_path"
+)]
+pub struct OrderId(#[param(value_type = String, format = Uuid)] ());
+
 /// The `X-Consistency-Token` header a read accepts.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]

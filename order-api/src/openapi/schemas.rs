@@ -1,6 +1,7 @@
 //! Schemas of the bodies order-api answers with but does not define: the order as
 //! `order-store` serializes it, and the error body [`crate::error`] writes as JSON. Each type
-//! here only describes a JSON shape for the document; none is ever built. Field names and
+//! here only describes a JSON shape for the document; none is ever built. The enums are the
+//! GraphQL ones, which have the same names and values, and so is the delivery address. Field names and
 //! optionality follow the serialized form (`order_store::Order`, `ErrorBody::to_json`).
 
 #![allow(dead_code, reason = "schema-only types: described, never constructed")]
@@ -8,6 +9,11 @@
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::Object;
 use utoipa::ToSchema;
+
+pub use crate::graphql::types::{
+    DeliveryAddress, GqlFulfillmentType as FulfillmentType, GqlOrderStatus as OrderStatus,
+    GqlPaymentStatus as PaymentStatus,
+};
 
 /// Money is an exact decimal written as a JSON number with two decimals (never through f64).
 const MONEY: &str = "Exact amount with two decimals, e.g. 19.99";
@@ -24,37 +30,6 @@ fn optional_money() -> Object {
         .schema_type(SchemaType::from_iter([Type::Number, Type::Null]))
         .description(Some(MONEY))
         .build()
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatus {
-    Created,
-    Paid,
-    Processing,
-    Shipped,
-    Delivered,
-    Cancelled,
-    Refunded,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum FulfillmentType {
-    Delivery,
-    Pickup,
-    WillCall,
-    Immediate,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentStatus {
-    Pending,
-    Authorized,
-    Completed,
-    Failed,
-    Refunded,
 }
 
 #[derive(ToSchema)]
@@ -93,17 +68,6 @@ pub struct CustomerSnapshot {
     email: Option<String>,
     phone: Option<String>,
     loyalty_tier: Option<String>,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-pub struct DeliveryAddress {
-    street1: Option<String>,
-    street2: Option<String>,
-    city: Option<String>,
-    state: Option<String>,
-    postal_code: Option<String>,
-    country: Option<String>,
 }
 
 #[derive(ToSchema)]

@@ -15,7 +15,7 @@ use super::body::json_body;
 use super::orders::decode_path;
 use super::{json_response, with_changes, write, Route};
 use crate::error::ApiError;
-use crate::openapi::{schemas, BodyErrors, Changed, NotFound, ReadErrors};
+use crate::openapi::{schemas, BodyErrors, Changed, NotFound, OrderId, ReadErrors};
 use crate::service::{self, Edit};
 use crate::validate::{self, Collect, Field};
 use crate::AppState;
@@ -84,14 +84,9 @@ pub const UPDATE_STATUS: Route = Route::patch("/orders/{orderId}/status");
     operation_id = "updateOrderStatus",
     summary = "Change the order's status (allowed transitions only)",
     security(("bearerAuth" = ["order:write"])),
-    params(("orderId" = String, Path, format = Uuid)),
+    params(OrderId),
     request_body = StatusBody,
-    responses(
-        Changed,
-        ReadErrors,
-        NotFound,
-        BodyErrors
-    )
+    responses(Changed, ReadErrors, NotFound, BodyErrors)
 )]
 pub fn update_status(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String / "status")
@@ -145,14 +140,9 @@ pub const UPDATE_FULFILLMENT: Route = Route::patch("/orders/{orderId}/fulfillmen
     operation_id = "updateFulfillment",
     summary = "Merge fulfillment details (at least one field)",
     security(("bearerAuth" = ["order:write"])),
-    params(("orderId" = String, Path, format = Uuid)),
+    params(OrderId),
     request_body = FulfillmentBody,
-    responses(
-        Changed,
-        ReadErrors,
-        NotFound,
-        BodyErrors
-    )
+    responses(Changed, ReadErrors, NotFound, BodyErrors)
 )]
 pub fn update_fulfillment(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String / "fulfillment")
@@ -225,14 +215,9 @@ pub const CANCEL: Route = Route::post("/orders/{orderId}/cancel");
     operation_id = "cancelOrder",
     summary = "Cancel the order (from CREATED, PAID or PROCESSING)",
     security(("bearerAuth" = ["order:write"])),
-    params(("orderId" = String, Path, format = Uuid)),
+    params(OrderId),
     request_body = CancelBody,
-    responses(
-        Changed,
-        ReadErrors,
-        NotFound,
-        BodyErrors
-    )
+    responses(Changed, ReadErrors, NotFound, BodyErrors)
 )]
 pub fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String / "cancel")
@@ -265,14 +250,9 @@ pub const ADD_NOTE: Route = Route::post("/orders/{orderId}/notes");
     operation_id = "addOrderNote",
     summary = "Append a note to the fulfillment instructions",
     security(("bearerAuth" = ["order:write"])),
-    params(("orderId" = String, Path, format = Uuid)),
+    params(OrderId),
     request_body = NoteBody,
-    responses(
-        Changed,
-        ReadErrors,
-        NotFound,
-        BodyErrors
-    )
+    responses(Changed, ReadErrors, NotFound, BodyErrors)
 )]
 pub fn add_note(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String / "notes")

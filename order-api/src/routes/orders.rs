@@ -12,7 +12,7 @@ use warp::{Filter, Rejection};
 
 use super::{json_response, query, read, with_reads, Route};
 use crate::error::ApiError;
-use crate::openapi::{schemas, ConsistencyToken, NotFound, ReadErrors};
+use crate::openapi::{schemas, ConsistencyToken, NotFound, OrderId, ReadErrors};
 use crate::service;
 use crate::validate::{self, Collect, Field, Skip};
 use crate::{streaming, AppState};
@@ -35,7 +35,7 @@ pub const BY_ID: Route = Route::get("/orders/{orderId}");
     operation_id = "getOrder",
     summary = "One order by id",
     security(("bearerAuth" = ["order:read"])),
-    params(("orderId" = String, Path, format = Uuid), ConsistencyToken),
+    params(OrderId, ConsistencyToken),
     responses((status = 200, description = "The order", body = schemas::Order), ReadErrors, NotFound)
 )]
 pub fn order_by_id(state: &AppState) -> BoxedFilter<(Response,)> {
