@@ -60,7 +60,11 @@ impl From<GqlOrderStatus> for OrderStatus {
 /// Includes `PICKUP`, which the existing schema lacked (docs/compatibility.md §6.4).
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, ToSchema)]
 #[graphql(name = "FulfillmentType")]
-#[schema(as = FulfillmentType, rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(
+    as = FulfillmentType,
+    rename_all = "SCREAMING_SNAKE_CASE",
+    description = "How the order reaches the customer"
+)]
 pub enum GqlFulfillmentType {
     Immediate,
     WillCall,
@@ -255,7 +259,7 @@ pub struct FulfillmentDetails {
     instructions: Option<String>,
 }
 
-/// Also the REST answer's `deliveryAddress` (the same keys and values).
+// Also the schema of the REST answer's `deliveryAddress` (the same keys and values).
 #[derive(SimpleObject, ToSchema)]
 #[graphql(name = "DeliveryAddress")]
 #[schema(rename_all = "camelCase")]
