@@ -10,7 +10,14 @@
 #               order(id) with the full field set; side by side pgbench (prepared, same C)
 #               selecting one order by primary key (bench/pgbench_pk.sql) and running the
 #               listing's page and count queries in its transaction (bench/pgbench_listing.sql),
-#               and PostGraphile 4.14 serving the same table (one process and one per core).
+#               and PostGraphile 4.14 serving the same table (one process and one per core);
+#               and the floor of GET /orders/{id}: `order-bench floor` (bench/src/floor.rs),
+#               hyper and tokio-postgres on 10 shared connections, PostgreSQL building the JSON
+#               (row_to_json), under the same wrk script and connections. For each of these
+#               runs the CPU per request: the server process's utime+stime (with its children;
+#               for pgbench, pgbench itself) and all PostgreSQL processes' (with the postmaster's
+#               reaped children) over the measured window, divided by its requests. No TLS
+#               anywhere: wrk, order-api, the floor, PostGraphile and pgbench all in plain text.
 #   2. ingest:  preloads N events (order-ingest publish-sample) into a fresh stream and times
 #               order-ingest draining it with 1, 2 and 4 workers, and with 2 workers through a
 #               private local Redis Cluster (deploy/local/redis-cluster.sh); side by side the database
@@ -51,6 +58,7 @@
 #   --wait-idle S         wait up to S s after the build for the 1-min  [BENCH_WAIT_IDLE=120]
 #                         load average to fall to nproc/2 (shared machine; 0: don't wait)
 #   --no-profile          skip the perf profiles                        [BENCH_PROFILE=0]
+#                         (the profiled ingest drain logs at BENCH_PROFILE_RUST_LOG=info)
 #   --no-install          never apt-get/npm install                     [BENCH_INSTALL=0]
 #   --skip-build          use the release binaries already built        [BENCH_SKIP_BUILD=1]
 #   --output FILE         report path                                   [BENCH_OUTPUT=docs/BENCHMARKS.md]
@@ -121,10 +129,14 @@ CLUSTER_DIR=""
 PORT_BASE="${BENCH_PORT_BASE:-18080}"
 API_ADDR="127.0.0.1:$((PORT_BASE + 8))"
 PG_GRAPHILE_PORT=$((PORT_BASE + 5))
+FLOOR_ADDR="127.0.0.1:$((PORT_BASE + 6))"
 PREFIX="order-bench:$$"
 THREADS="$(nproc)"
 BIN="${BENCH_BIN_DIR:-$ROOT/target/release}"
 export BENCH_DIR RUST_LOG="${RUST_LOG:-warn}"
+# The profiled ingest drain logs at the deployed level (deploy/k8s/config.yaml), so that the
+# profile shows what the per-order log line costs the worker.
+PROFILE_RUST_LOG="${BENCH_PROFILE_RUST_LOG:-info}"
 
 log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -232,11 +244,16 @@ facts() {
     echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
     echo "pgbench=$(pgbench -V | awk '{print $3}')"
     echo "perf=$(perf --version 2>/dev/null || echo none)"
+    local b; for b in order-api order-ingest; do
+      # The allocator: glibc malloc unless the binary sets a #[global_allocator].
+      echo "allocator_${b#order-}=$(grep -rhA1 '#\[global_allocator\]' "$ROOT/$b/src" 2>/dev/null | sed -n 's/.*static [A-Za-z_]*: *\([^ =]*\).*/\1/p' | head -1 | grep . || echo 'glibc malloc (system allocator)')"
+    done
     echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "events=$EVENTS"; echo "duration=$DURATION"; echo "warmup=$WARMUP"
     echo "connections=$CONNECTIONS"; echo "rate=$RATE"; echo "latency_seconds=$LATENCY_SECONDS"
     echo "batch=$BATCH"; echo "stores=$STORES"; echo "existing_seconds=$EXISTING_SECONDS"
     echo "threads=$THREADS"; echo "phases=$PHASES"; echo "profile=$PROFILE"
+    echo "rust_log=$RUST_LOG"; echo "profile_rust_log=$PROFILE_RUST_LOG"
   } > "$f"
 }
 
@@ -300,6 +317,39 @@ profile_summarize() { # name pid
   rm -f "$all" "$dwarf"
 }
 
+# ------------------------------------------------------------------------- CPU per request
+# CPU time in clock ticks (utime + stime) over a measured window, divided by its requests: for
+# the server (a process and its children, such as PostGraphile's cluster workers; or `self`: this
+# shell's reaped children, for pgbench, which has exited when the window closes) and for
+# PostgreSQL (every `postgres` process, plus the postmaster's cutime + cstime so that backends
+# which exit inside the window still count). PostgreSQL is the machine's whole server: work of
+# other databases on it in the window counts too. The name field of /proc/<pid>/stat is cut off
+# first, so field N is $(N-2). `self` is the main shell ($$), which waits for pgbench.
+TCK="$(getconf CLK_TCK)"
+stat_ticks() { # pids on stdin -> the sum of their utime + stime
+  local p
+  while read -r p; do cat "/proc/$p/stat" 2>/dev/null || true; done \
+    | awk '{sub(/^.*\) /, ""); t += $12 + $13} END {print t + 0}'
+}
+pg_ticks() { # the postmaster: the postgres process whose parent is not one
+  local p
+  for p in $(pgrep -x postgres || true); do cat "/proc/$p/stat" 2>/dev/null || true; done \
+    | awk '{pid = $1; sub(/^.*\) /, ""); ppid[pid] = $2; t += $12 + $13; c[pid] = $14 + $15}
+      END {for (p in ppid) if (!(ppid[p] in ppid)) t += c[p]; print t + 0}'
+}
+server_ticks() { # pid | self
+  if [ "$1" = self ]; then sed 's/^.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'
+  else family "$1" | stat_ticks; fi
+}
+cpu_start() { CPU_SERVER0=$(server_ticks "$1"); CPU_PG0=$(pg_ticks); }
+cpu_stop() { CPU_SERVER1=$(server_ticks "$1"); CPU_PG1=$(pg_ticks); }
+cpu_json() { # requests -> ',"cpu_server_us_per_req":..,...' for the run's JSON
+  awk -v s0="$CPU_SERVER0" -v s1="$CPU_SERVER1" -v p0="$CPU_PG0" -v p1="$CPU_PG1" -v n="$1" -v t="$TCK" 'BEGIN {
+    if (n <= 0) n = 1
+    printf ",\"cpu_server_s\":%.2f,\"cpu_pg_s\":%.2f,\"cpu_server_us_per_req\":%.1f,\"cpu_pg_us_per_req\":%.1f",
+      (s1 - s0) / t, (p1 - p0) / t, (s1 - s0) / t * 1e6 / n, (p1 - p0) / t * 1e6 / n }'
+}
+
 # ------------------------------------------------------------------------------ API phase
 wrk_run() { # name url script pid [VAR=value...]: warm-up, then the measured run -> $OUT/name.json
   local name="$1" url="$2" script="$3" pid="$4"; shift 4
@@ -307,9 +357,13 @@ wrk_run() { # name url script pid [VAR=value...]: warm-up, then the measured run
   reset_hwm "$pid"
   printf '%s wrk -t%s -c%s -d%ss --timeout 10s -s %s %s\n' "$*" "$THREADS" "$CONNECTIONS" "$DURATION" \
     "${script#"$ROOT/"}" "$url" | sed 's/^ //' >> "$OUT/commands.txt"
+  cpu_start "$pid"
   env "$@" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s -s "$script" "$url" > "$OUT/$name.txt"
-  local hwm; hwm=$(hwm_kb "$pid")
-  grep '^WRK_JSON' "$OUT/$name.txt" | json_line | sed "s/}\$/,\"hwm_kb\":$hwm}/" > "$OUT/$name.json"
+  cpu_stop "$pid"
+  local hwm cpu requests; hwm=$(hwm_kb "$pid")
+  requests=$(grep '^WRK_JSON' "$OUT/$name.txt" | sed -n 's/.*"requests":\([0-9]*\).*/\1/p')
+  cpu=$(cpu_json "${requests:-0}")
+  grep '^WRK_JSON' "$OUT/$name.txt" | json_line | sed "s/}\$/,\"hwm_kb\":$hwm$cpu}/" > "$OUT/$name.json"
   [ -s "$OUT/$name.json" ] || die "wrk gave no result for $name (see $OUT/$name.txt)"
   log "$name: $(cat "$OUT/$name.json")"
 }
@@ -320,17 +374,20 @@ pgbench_run() { # name script VAR=value: warm-up, then the measured run -> $OUT/
   "${pgb[@]}" -T "$WARMUP" "$DB" > "$OUT/$name.warmup.txt" 2>&1
   mkdir -p "$OUT/$name-log"; rm -f "$OUT/$name-log/"*
   echo "pgbench -n -M prepared -c $CONNECTIONS -j $THREADS -D $define -f bench/$script -T $DURATION -l $DB" >> "$OUT/commands.txt"
+  cpu_start self
   (cd "$OUT/$name-log" && "${pgb[@]}" -T "$DURATION" -l "$DB") > "$OUT/$name.txt" 2>&1
+  cpu_stop self
   local tps; tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/$name.txt")
   [ -n "$tps" ] || die "pgbench gave no result for $name (see $OUT/$name.txt)"
   # Per-transaction log: field 3 is the latency in microseconds.
   cat "$OUT/$name-log/"* | awk '{print $3}' | sort -n > "$OUT/$name-latencies.txt"
-  local n p50 p99 p999
+  local n p50 p99 p999 cpu
   n=$(wc -l < "$OUT/$name-latencies.txt")
+  cpu=$(cpu_json "$n")
   p50=$(sed -n "$(( (n * 50 + 99) / 100 ))p" "$OUT/$name-latencies.txt")
   p99=$(sed -n "$(( (n * 99 + 99) / 100 ))p" "$OUT/$name-latencies.txt")
   p999=$(sed -n "$(( (n * 999 + 999) / 1000 ))p" "$OUT/$name-latencies.txt")
-  printf '{"rps":%s,"requests":%s,"lat_p50_us":%s,"lat_p99_us":%s,"lat_p999_us":%s}\n' "$tps" "$n" "$p50" "$p99" "$p999" > "$OUT/$name.json"
+  printf '{"rps":%s,"requests":%s,"lat_p50_us":%s,"lat_p99_us":%s,"lat_p999_us":%s%s}\n' "$tps" "$n" "$p50" "$p99" "$p999" "$cpu" > "$OUT/$name.json"
   rm -rf "$OUT/$name-log" "$OUT/$name-latencies.txt"
   log "$name: $(cat "$OUT/$name.json")"
 }
@@ -375,6 +432,7 @@ api_phase() {
     done
   fi
   stop_pid "$api"; forget_pid "$api"
+  floor_run "$id"
 
   log "pgbench: one order by primary key, prepared, $CONNECTIONS clients"
   pgbench_run pgbench pgbench_pk.sql "orders=$EVENTS"
@@ -387,6 +445,24 @@ api_phase() {
   for workers in 1 "$THREADS"; do
     postgraphile_run "$workers" "$id"
   done
+}
+
+# The floor of GET /orders/{id}: `order-bench floor` (bench/src/floor.rs), hyper and
+# tokio-postgres with PostgreSQL writing the JSON, on as many connections as order-api's pool.
+floor_run() { # id
+  local id="$1"
+  log "the floor: order-bench floor on $FLOOR_ADDR, 10 connections"
+  echo "order-bench floor --listen $FLOOR_ADDR --connections 10   # DATABASE_URL=$DATABASE_URL" >> "$OUT/commands.txt"
+  "$BIN/order-bench" floor --listen "$FLOOR_ADDR" --connections 10 > "$OUT/floor.log" 2>&1 &
+  local floor=$!; PIDS+=("$floor")
+  wait_http "http://$FLOOR_ADDR/orders/$id" 30 || die "the floor server did not start (see $OUT/floor.log)"
+  curl -fsS "http://$FLOOR_ADDR/orders/$id" | grep -q "\"$id\"" || die "the floor's GET /orders/$id did not return the order"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$FLOOR_ADDR/orders/not-a-uuid")" = 400 ] \
+    || die "the floor did not answer 400 to a malformed id"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$FLOOR_ADDR/orders/00000000-0000-0000-0000-000000000000")" = 404 ] \
+    || die "the floor did not answer 404 to an unknown id"
+  wrk_run floor_order_by_id "http://$FLOOR_ADDR" "$BENCH_DIR/wrk/order_by_id.lua" "$floor"
+  stop_pid "$floor"; forget_pid "$floor"
 }
 
 postgraphile_run() { # cluster-workers id
@@ -518,10 +594,10 @@ ingest_phase() {
   if [ "$PROFILE" = 1 ]; then
     local n=$(( EVENTS < 50000 ? EVENTS : 50000 ))
     key="$PREFIX:profile"
-    log "profiling order-ingest draining $n events (1 worker)"
-    echo "# profiling run (not measured): $n events, 1 worker, perf attached" >> "$OUT/commands.txt"
+    log "profiling order-ingest draining $n events (1 worker, RUST_LOG=$PROFILE_RUST_LOG)"
+    echo "# profiling run (not measured): $n events, 1 worker, perf attached, RUST_LOG=$PROFILE_RUST_LOG" >> "$OUT/commands.txt"
     preload "$key" "$n"
-    drain 1 "$key" ingest_profile 1
+    RUST_LOG="$PROFILE_RUST_LOG" drain 1 "$key" ingest_profile 1
     redis-cli -u "$REDIS_URL" DEL "$key" > /dev/null
   fi
 }

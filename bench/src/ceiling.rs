@@ -22,9 +22,9 @@ use crate::Row;
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
-/// `uuid`: its 16 bytes.
+/// `uuid`: its 16 bytes (also the floor server's parameter).
 #[derive(Debug, Clone, Copy)]
-struct PgUuid(Uuid);
+pub(crate) struct PgUuid(pub(crate) Uuid);
 
 impl ToSql for PgUuid {
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {

@@ -33,6 +33,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 mod ceiling;
+mod floor;
 
 #[derive(Debug, Parser)]
 #[command(name = "order-bench", about = "Helpers of bench/run.sh")]
@@ -104,6 +105,15 @@ enum Command {
         /// How long to wait for the last rows after publishing ends.
         #[arg(long, default_value_t = 30.0)]
         drain_timeout_seconds: f64,
+    },
+    /// Serves `GET /orders/{id}` with the row as PostgreSQL's `row_to_json`, until killed: the
+    /// floor order-api's GET is measured against (src/floor.rs).
+    Floor {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Database connections, shared by all requests (order-api's pool size by default).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
+        connections: u64,
     },
 }
 
@@ -230,6 +240,10 @@ async fn main() -> anyhow::Result<()> {
             };
             latency(&url, &redis_url, &source_stream, &stream, plan).await?
         }
+        Command::Floor {
+            listen,
+            connections,
+        } => return floor::serve(&url, listen, connections as usize).await,
     };
     println!("{result}");
     Ok(())

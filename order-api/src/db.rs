@@ -18,11 +18,14 @@ use tracing::Instrument as _;
 
 use crate::error::ApiError;
 use crate::replica::{self, ReadReplica, ReadRoute};
+use crate::shared_reads::SharedReads;
 
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     op_timeout: Duration,
+    /// The primary's connections shared by single-statement reads, if it has any.
+    shared: Option<Arc<SharedReads>>,
     replica: Option<Arc<ReadReplica>>,
     reads: Arc<ReadCounters>,
     mode: Mode,
@@ -53,13 +56,17 @@ impl ReadCounters {
 }
 
 impl Db {
+    /// `shared_reads`: how many of the primary's pooled connections single-statement reads
+    /// share ([`SharedReads`]; 0 for none).
     pub fn new(
         pool: Pool,
+        shared_reads: u32,
         op_timeout: Duration,
         replica: Option<Arc<ReadReplica>>,
         reads: ReadCounters,
     ) -> Self {
         Self {
+            shared: SharedReads::new(pool.clone(), shared_reads).map(Arc::new),
             pool,
             op_timeout,
             replica,
@@ -144,17 +151,7 @@ impl Db {
         statement: &'static str,
         op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError> + Clone,
     ) -> Result<T, ApiError> {
-        let route = match (&self.mode, &self.replica) {
-            (Mode::Changes { .. }, _) => ReadRoute::Mutation,
-            (Mode::Reads { .. }, None) => ReadRoute::NoReplica,
-            (Mode::Reads { after }, Some(replica)) => replica.route(*after),
-        };
-        let Some(replica) = self
-            .replica
-            .as_deref()
-            .filter(|_| route.target() == "replica")
-        else {
-            self.reads.count(route);
+        let (route, Some(replica)) = self.route_read() else {
             return self.run(&self.pool, statement, op).await;
         };
         match self.attempt(replica.pool(), statement, op.clone()).await {
@@ -163,17 +160,113 @@ impl Db {
                 Ok(value)
             }
             Err(e) => {
-                let retry = if replication::is_recovery_conflict(&e) {
-                    ReadRoute::RecoveryConflict
-                } else {
-                    replica.mark_down(&e);
-                    ReadRoute::ReplicaFailed
-                };
-                tracing::debug!(error = %e, reason = retry.reason(), "read retried on the primary");
-                self.reads.count(retry);
+                self.replica_failed(replica, &e);
                 self.run(&self.pool, statement, op).await
             }
         }
+    }
+
+    /// A read of one statement, which needs no connection of its own: it runs on one of the
+    /// connections such reads share ([`SharedReads`]) where the pool has them, and is routed
+    /// as [`Db::read`] routes.
+    pub async fn read_statement<T>(
+        &self,
+        statement: &'static str,
+        op: impl AsyncFnOnce(&AsyncPgConnection) -> Result<T, StoreError> + Clone,
+    ) -> Result<T, ApiError> {
+        let primary = self.shared.as_deref();
+        let (route, Some(replica)) = self.route_read() else {
+            return self
+                .attempt_statement(&self.pool, primary, statement, op)
+                .await
+                .map_err(ApiError::from);
+        };
+        let on_replica = self
+            .attempt_statement(
+                replica.pool(),
+                replica.shared_reads(),
+                statement,
+                op.clone(),
+            )
+            .await;
+        match on_replica {
+            Ok(value) => {
+                self.reads.count(route);
+                Ok(value)
+            }
+            Err(e) => {
+                self.replica_failed(replica, &e);
+                self.attempt_statement(&self.pool, primary, statement, op)
+                    .await
+                    .map_err(ApiError::from)
+            }
+        }
+    }
+
+    /// Where this read goes, and the replica when it goes there. A read on the primary is
+    /// counted here; one on the replica once it succeeds ([`Db::replica_failed`] counts the
+    /// retry of one that failed).
+    fn route_read(&self) -> (ReadRoute, Option<&ReadReplica>) {
+        let route = match (&self.mode, &self.replica) {
+            (Mode::Changes { .. }, _) => ReadRoute::Mutation,
+            (Mode::Reads { .. }, None) => ReadRoute::NoReplica,
+            (Mode::Reads { after }, Some(replica)) => replica.route(*after),
+        };
+        let replica = self
+            .replica
+            .as_deref()
+            .filter(|_| route.target() == "replica");
+        if replica.is_none() {
+            self.reads.count(route);
+        }
+        (route, replica)
+    }
+
+    /// Records that the replica failed a read about to be retried on the primary.
+    fn replica_failed(&self, replica: &ReadReplica, error: &StoreError) {
+        let retry = if replication::is_recovery_conflict(error) {
+            ReadRoute::RecoveryConflict
+        } else {
+            replica.mark_down(error);
+            ReadRoute::ReplicaFailed
+        };
+        tracing::debug!(%error, reason = retry.reason(), "read retried on the primary");
+        self.reads.count(retry);
+    }
+
+    /// `op` on a connection of `shared` when given, else on one of its own from `pool`.
+    async fn attempt_statement<T>(
+        &self,
+        pool: &Pool,
+        shared: Option<&SharedReads>,
+        statement: &'static str,
+        op: impl AsyncFnOnce(&AsyncPgConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match shared {
+            Some(shared) => self.attempt_shared(shared, statement, op).await,
+            None => {
+                self.attempt(pool, statement, async |conn| op(conn).await)
+                    .await
+            }
+        }
+    }
+
+    /// `op` on a shared connection of `shared`; a failed statement retires that connection.
+    async fn attempt_shared<T>(
+        &self,
+        shared: &SharedReads,
+        statement: &'static str,
+        op: impl AsyncFnOnce(&AsyncPgConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.observed(statement, async {
+            let conn = shared.connection().await?;
+            let result = op(conn.get()).await;
+            if result.is_err() {
+                conn.retire();
+            }
+            result
+        })
+        .await
     }
 
     /// `op` on one connection of `pool`, with the error as the store reported it.
@@ -183,14 +276,21 @@ impl Db {
         statement: &'static str,
         op: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.observed(statement, async {
+            let mut conn = pool.get_owned().await?;
+            op(&mut conn).await
+        })
+        .await
+    }
+
+    /// `operation` within the operation timeout, in its database span.
+    async fn observed<T>(
+        &self,
+        statement: &'static str,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let span = order_store::runtime::telemetry::db_span(statement, None);
-        let result = self
-            .timed(async {
-                let mut conn = pool.get_owned().await?;
-                op(&mut conn).await
-            })
-            .instrument(span.clone())
-            .await;
+        let result = self.timed(operation).instrument(span.clone()).await;
         if let Err(e) = &result {
             span.record("otel.status_code", "ERROR");
             span.in_scope(|| tracing::debug!(error = %e, "database call failed"));

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod replica;
 pub mod routes;
 pub mod service;
+pub mod shared_reads;
 pub mod state;
 pub mod streaming;
 pub mod validate;

@@ -50,7 +50,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let pool = order_store::prepare_database(&config.db, "order-api")
         .await
         .context("cannot use the database")?;
-    let state = AppState::with_read_replica(pool, replica, auth, Limits::from_config(&config));
+    let state = AppState::with_read_replica(pool, replica, auth, Limits::of(&config));
     let (closing_tx, closing) = tokio::sync::oneshot::channel::<()>();
     let stop = stop_accepting(state.clone(), config.shutdown_delay());
     let shutdown = async move {
@@ -92,14 +92,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(USAGE_ERROR);
         }
     };
-    let code = match run(config).await {
+    let outcome = run(config).await;
+    if let Err(e) = &outcome {
+        tracing::error!(error = %format!("{e:#}"), "order-api cannot start");
+    }
+    // The log lines first, so that the error is the last line.
+    telemetry.shutdown().await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "order-api cannot start");
             eprintln!("order-api: {e:#}");
             ExitCode::FAILURE
         }
-    };
-    telemetry.shutdown().await;
-    code
+    }
 }

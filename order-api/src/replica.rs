@@ -18,6 +18,7 @@ use prometheus::{Gauge, IntGauge};
 use tokio::sync::Notify;
 
 use crate::error::ApiError;
+use crate::shared_reads::SharedReads;
 
 /// How often the monitor asks the standby for its positions.
 pub const MONITOR_INTERVAL: Duration = Duration::from_millis(250);
@@ -99,6 +100,8 @@ pub struct ReplicaGauges {
 /// A read replica and what the monitor last learnt about it.
 pub struct ReadReplica {
     pool: Pool,
+    /// The pool's connections shared by single-statement reads, if any.
+    shared: Option<SharedReads>,
     max_lag_ms: u64,
     up: AtomicBool,
     replayed: AtomicU64,
@@ -115,15 +118,18 @@ pub struct ReadReplica {
 impl ReadReplica {
     /// The replica behind `pool`, marked down until the monitor started here (on `probe_pool`,
     /// a pool of its own so that busy reads never delay a probe) has heard from it. The monitor
-    /// stops once the returned handle and its clones are dropped.
+    /// stops once the returned handle and its clones are dropped. `shared_reads` of the
+    /// pool's connections are shared by single-statement reads ([`SharedReads`]).
     pub fn start(
         pool: Pool,
+        shared_reads: u32,
         probe_pool: Pool,
         max_lag: Duration,
         gauges: ReplicaGauges,
     ) -> Arc<Self> {
         gauges.up.set(0);
         let replica = Arc::new(Self {
+            shared: SharedReads::new(pool.clone(), shared_reads),
             pool,
             max_lag_ms: max_lag.as_millis() as u64,
             up: AtomicBool::new(false),
@@ -139,6 +145,10 @@ impl ReadReplica {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    pub fn shared_reads(&self) -> Option<&SharedReads> {
+        self.shared.as_ref()
     }
 
     pub fn is_up(&self) -> bool {

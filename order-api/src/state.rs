@@ -4,10 +4,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use order_store::db::OnOff;
 use order_store::{build_pool, DbArgs, Pool};
 
 use crate::auth::Auth;
-use crate::config::Config;
 use crate::db::{Db, ReadCounters};
 use crate::graphql::{self, OrderSchema};
 use crate::metrics::Metrics;
@@ -30,6 +30,8 @@ pub struct AppState {
 pub struct ReadReplicaConfig {
     /// The pool reads use.
     pub pool: Pool,
+    /// How many of `pool`'s connections single-statement reads share.
+    pub shared_reads: u32,
     /// A pool of one connection for the monitor's probes.
     pub probe_pool: Pool,
     /// Reads go to the primary while the replica lags more than this.
@@ -50,9 +52,24 @@ impl ReadReplicaConfig {
         };
         Ok(Self {
             pool: build_pool(args, "order-api-reads"),
+            shared_reads: shared_read_connections(args),
             probe_pool: build_pool(&probe, "order-api-replica-monitor"),
             max_lag,
         })
+    }
+}
+
+/// How many of the pool's connections single-statement reads share ([`SharedReads`]): half
+/// of the pool, the rest left to transactions, listings and changes; none when prepared
+/// statements are off (a connection then serves one statement at a time) or the pool has one
+/// connection.
+///
+/// [`SharedReads`]: crate::shared_reads::SharedReads
+pub fn shared_read_connections(args: &DbArgs) -> u32 {
+    if args.db_prepared_statements == OnOff::On {
+        args.db_pool_size / 2
+    } else {
+        0
     }
 }
 
@@ -61,15 +78,18 @@ impl ReadReplicaConfig {
 pub struct Limits {
     pub max_body_bytes: u64,
     pub pool_max: u32,
+    /// [`shared_read_connections`] of the primary's pool.
+    pub shared_reads: u32,
     pub db_op_timeout: Duration,
 }
 
 impl Limits {
     /// The limits `config` sets.
-    pub fn from_config(config: &Config) -> Self {
+    pub fn of(config: &crate::config::Config) -> Self {
         Self {
             max_body_bytes: config.max_body_bytes,
             pool_max: config.db.db_pool_size,
+            shared_reads: shared_read_connections(&config.db),
             db_op_timeout: config.db_query_timeout(),
         }
     }
@@ -90,10 +110,23 @@ impl AppState {
         limits: Limits,
     ) -> Self {
         let metrics = Metrics::default();
-        let replica = replica
-            .map(|r| ReadReplica::start(r.pool, r.probe_pool, r.max_lag, metrics.replica_gauges()));
+        let replica = replica.map(|r| {
+            ReadReplica::start(
+                r.pool,
+                r.shared_reads,
+                r.probe_pool,
+                r.max_lag,
+                metrics.replica_gauges(),
+            )
+        });
         let reads = ReadCounters::new(metrics.reads());
-        let db = Db::new(pool, limits.db_op_timeout, replica, reads);
+        let db = Db::new(
+            pool,
+            limits.shared_reads,
+            limits.db_op_timeout,
+            replica,
+            reads,
+        );
         Self {
             graphql: Arc::new(graphql::Executor::new(graphql::schema(db.clone()))),
             db,

@@ -63,15 +63,16 @@ fn main() -> ExitCode {
             }
         }
     };
-    let code = match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // The log lines first, so that the error is the last line.
+    runtime.block_on(telemetry.shutdown());
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("order-ingest: {}", one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
-    };
-    runtime.block_on(telemetry.shutdown());
-    code
+    }
 }
 
 /// clap's multi-line message (error, usage, hint) as one line: the error and what it names.
@@ -232,6 +233,7 @@ async fn consume(
         // A second signal means "now": the entries in flight stay pending and are redelivered.
         process::shutdown_signal().await;
         tracing::warn!("second signal: exiting without finishing");
+        telemetry::flush_logs();
         std::process::exit(130);
     });
 

@@ -151,8 +151,10 @@ async fn replay_from_0_inserts_every_order_once_and_a_second_replay_inserts_noth
     let stream = TestStream::new();
     stream.publish_init();
     let n = 25;
+    let mut ids = HashSet::new();
     for _ in 0..n {
-        let (_, e) = synthetic_event(4);
+        let (id, e) = synthetic_event(4);
+        ids.insert(id.to_string());
         stream.publish_event(&e);
     }
     stream.publish_event(&fixtures::read("other-event-type.json"));
@@ -160,11 +162,14 @@ async fn replay_from_0_inserts_every_order_once_and_a_second_replay_inserts_noth
     let replay = |from: &str| {
         let mut cmd = ingest(db.url(), &stream, "replayer");
         cmd.args(["--replay", "--from", from, "--batch-size", "10"]);
+        cmd.env("LOG_FORMAT", "json");
         cmd
     };
     let first = run(replay("0"), WAIT).await;
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert_eq!(first.status.code(), Some(0), "{stdout}");
+    // One whole JSON line per stored order, each written out before the process exited.
+    assert_eq!(order_lines(&first.stderr, "inserted order"), ids);
     assert!(
         stdout.contains(&format!(
             "read={} inserted={n} already_present=0 skipped=2 failed=0",
@@ -181,6 +186,10 @@ async fn replay_from_0_inserts_every_order_once_and_a_second_replay_inserts_noth
     let second = run(replay("0"), WAIT).await;
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert_eq!(second.status.code(), Some(0));
+    assert_eq!(
+        order_lines(&second.stderr, "duplicate order: already stored"),
+        ids
+    );
     assert!(
         stdout.contains(&format!("inserted=0 already_present={n}")),
         "{stdout}"
@@ -202,6 +211,22 @@ async fn replay_from_0_inserts_every_order_once_and_a_second_replay_inserts_noth
     let from_time = run(replay("2000-01-01T00:00Z"), WAIT).await;
     let stdout = String::from_utf8_lossy(&from_time.stdout);
     assert!(stdout.contains(&format!("already_present={n}")), "{stdout}");
+}
+
+/// The `orderId`s of the JSON log lines saying `message`; every line must be a JSON object.
+fn order_lines(stderr: &[u8], message: &str) -> HashSet<String> {
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let of_orders: Vec<String> = lines
+        .iter()
+        .filter(|line| line["message"] == message)
+        .map(|line| line["orderId"].as_str().unwrap().to_owned())
+        .collect();
+    let unique: HashSet<String> = of_orders.iter().cloned().collect();
+    assert_eq!(unique.len(), of_orders.len(), "one line per order");
+    unique
 }
 
 /// Flags and environment of one bad start-up.

@@ -1,5 +1,7 @@
 //! Every SQL statement on `orders`. Functions take `&mut AsyncPgConnection` so that callers
-//! decide what runs in one transaction.
+//! decide what runs in one transaction; the lookups of one order are one statement each and
+//! take `&AsyncPgConnection`, so that concurrent callers can share a connection (diesel-async
+//! pipelines statements sent through shared references).
 
 use chrono::{DateTime, Utc};
 use diesel::dsl::sql;
@@ -19,26 +21,23 @@ use change::{previous_status, status_kept, updated_after_lock, LockedFirst};
 pub use change::{Change, Changed};
 pub use insert::{insert_if_absent, InsertOutcome, Rejection, RejectionKind};
 
-pub async fn find_by_id(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-) -> Result<Option<Order>, StoreError> {
+pub async fn find_by_id(conn: &AsyncPgConnection, id: Uuid) -> Result<Option<Order>, StoreError> {
     Ok(orders::table
         .find(id)
         .select(Order::as_select())
-        .first(conn)
+        .first(&mut { conn })
         .await
         .optional()?)
 }
 
 pub async fn find_by_order_number(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     order_number: &str,
 ) -> Result<Option<Order>, StoreError> {
     Ok(orders::table
         .filter(orders::order_number.eq(order_number))
         .select(Order::as_select())
-        .first(conn)
+        .first(&mut { conn })
         .await
         .optional()?)
 }

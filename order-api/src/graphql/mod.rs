@@ -85,6 +85,14 @@ impl Executor {
         ));
         let document = self.documents.parsed(&request.query);
         let operation_name = request.operation_name.clone();
+        let holds_mutation = document.as_ref().is_some_and(|document| {
+            document
+                .operations
+                .iter()
+                .any(|(_, operation)| operation.node.ty == OperationType::Mutation)
+        });
+        let span = operation_span(document.as_deref(), operation_name.as_deref());
+        let parsed = document.is_some();
         if let Some(document) = &document {
             if let Some(key) = validation_key(
                 &request.query,
@@ -94,20 +102,14 @@ impl Executor {
             ) {
                 request = request.data(key);
             }
-            request.set_parsed_query(document.clone());
+            // The executor takes a document of its own: the one copy per request.
+            request.set_parsed_query(ExecutableDocument::clone(document));
         }
-        let holds_mutation = document.as_ref().is_some_and(|document| {
-            document
-                .operations
-                .iter()
-                .any(|(_, operation)| operation.node.ty == OperationType::Mutation)
-        });
         let db = if holds_mutation {
             db.for_changes()
         } else {
             db.for_reads(after)
         };
-        let span = operation_span(document.as_ref(), operation_name.as_deref());
         let mut response = self
             .schema
             .execute(request.data(principal).data(db.clone()))
@@ -123,9 +125,9 @@ impl Executor {
         // validation (unknown fields, wrong variables, unknown operation, the depth and
         // complexity limits) `ValidationError`; whatever it refuses once execution started
         // is `BAD_REQUEST`, as the resolvers' own refusals are.
-        let classification = match (&document, executed) {
-            (None, false) => "InvalidSyntax",
-            (Some(_), false) => "ValidationError",
+        let classification = match (parsed, executed) {
+            (false, false) => "InvalidSyntax",
+            (true, false) => "ValidationError",
             (_, true) => "BAD_REQUEST",
         };
         for error in &mut response.errors {
@@ -138,7 +140,7 @@ impl Executor {
             // Nothing ran, so nothing changed: no consistency token.
             return (Answer::RequestError(response.errors), None);
         }
-        if let Some(document) = &document {
+        if let Some(document) = document.as_deref() {
             nulls::propagate(
                 &mut response,
                 document,
@@ -267,7 +269,7 @@ fn exact_numbers(value: Value) -> Value {
 /// (docs/BENCHMARKS.md); validation and limits still run on every request.
 #[derive(Default)]
 struct DocumentCache {
-    documents: Mutex<HashMap<String, ExecutableDocument>>,
+    documents: Mutex<HashMap<String, Arc<ExecutableDocument>>>,
 }
 
 impl DocumentCache {
@@ -276,11 +278,11 @@ impl DocumentCache {
     const CAPACITY: usize = 256;
 
     /// The parsed document, or `None` for a syntax error (the executor reports it).
-    fn parsed(&self, query: &str) -> Option<ExecutableDocument> {
+    fn parsed(&self, query: &str) -> Option<Arc<ExecutableDocument>> {
         if let Some(document) = self.lock().get(query) {
             return Some(document.clone());
         }
-        let document = async_graphql::parser::parse_query(query).ok()?;
+        let document = Arc::new(async_graphql::parser::parse_query(query).ok()?);
         let mut documents = self.lock();
         if documents.len() >= Self::CAPACITY {
             documents.clear();
@@ -289,7 +291,7 @@ impl DocumentCache {
         Some(document)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, ExecutableDocument>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<ExecutableDocument>>> {
         // A poisoned lock only means another request panicked while holding it; the map is
         // still a valid map, so it keeps serving.
         self.documents

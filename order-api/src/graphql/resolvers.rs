@@ -71,7 +71,7 @@ impl Query {
         run(ctx, READ_SCOPE, async |db| {
             let (id,) = (order_id(&id),).collect()?;
             let order = db
-                .read("SELECT", async |conn| orders::find_by_id(conn, id).await)
+                .read_statement("SELECT", async |conn| orders::find_by_id(conn, id).await)
                 .await?;
             Ok(order.map(GqlOrder))
         })
@@ -92,7 +92,7 @@ impl Query {
             ),)
                 .collect()?;
             let order = db
-                .read("SELECT", async |conn| {
+                .read_statement("SELECT", async |conn| {
                     orders::find_by_order_number(conn, &number).await
                 })
                 .await?;

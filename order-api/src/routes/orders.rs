@@ -53,7 +53,7 @@ async fn get_order(id: String, state: AppState) -> Result<Response, Rejection> {
     let (uuid,) = (validate::order_id("orderId", Some(&id)),).collect()?;
     match state
         .db
-        .read("SELECT", async |conn| orders::find_by_id(conn, uuid).await)
+        .read_statement("SELECT", async |conn| orders::find_by_id(conn, uuid).await)
         .await?
     {
         Some(order) => Ok(json_response(&order)),
@@ -97,7 +97,7 @@ async fn get_order_by_number(number: String, state: AppState) -> Result<Response
         .collect()?;
     match state
         .db
-        .read("SELECT", async |conn| {
+        .read_statement("SELECT", async |conn| {
             orders::find_by_order_number(conn, &number).await
         })
         .await?

@@ -281,7 +281,7 @@ impl TestApp {
         let config = Config::try_parse_from(args).unwrap();
         let auth = Auth::from_config(&config).await.unwrap();
         let pool = order_store::build_pool(&config.db, "order-api-test");
-        let state = AppState::new(pool, auth, Limits::from_config(&config));
+        let state = AppState::new(pool, auth, Limits::of(&config));
         let (tx, rx) = oneshot::channel::<()>();
         let (addr, server) = order_api::serve(&state, config.listen, async {
             let _ = rx.await;

@@ -12,5 +12,6 @@ mod outage;
 mod replica;
 mod replica_client;
 mod rest;
+mod shared_reads;
 mod traces;
 mod traces_tls;

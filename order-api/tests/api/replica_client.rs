@@ -62,7 +62,7 @@ impl Api {
             order_store::build_pool(&config.db, "order-api-test"),
             Some(replica),
             auth,
-            Limits::from_config(&config),
+            Limits::of(&config),
         );
         let (tx, rx) = oneshot::channel::<()>();
         let (addr, server) = order_api::serve(&state, config.listen, async {

@@ -188,7 +188,7 @@ impl Api {
         let config = order_api::config::Config::try_parse_from(args).unwrap();
         let auth = order_api::auth::Auth::from_config(&config).await.unwrap();
         let pool = order_store::build_pool(&config.db, "order-api-outbox-test");
-        let state = order_api::AppState::new(pool, auth, order_api::Limits::from_config(&config));
+        let state = order_api::AppState::new(pool, auth, order_api::Limits::of(&config));
         let (tx, rx) = oneshot::channel::<()>();
         let (addr, server) = order_api::serve(&state, config.listen, async {
             let _ = rx.await;

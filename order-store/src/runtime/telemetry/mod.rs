@@ -39,11 +39,13 @@ use crate::runtime::process::LogFormat;
 pub mod collector_tls;
 mod context;
 mod json_logs;
+mod log_writer;
 
 pub use context::{current_trace_id, current_traceparent, db_span, remote_span_context};
 
 use collector_tls::{CheckedExporter, CollectorCertificate, CollectorTls};
 use json_logs::JsonWithTraceIds;
+use log_writer::LogWriter;
 
 /// The OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +212,7 @@ pub fn trace_export(var: impl Fn(&str) -> Option<String>) -> Result<TraceExport,
 #[must_use = "call shutdown() before exiting, or the last spans are lost"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    logs: LogWriter,
 }
 
 /// How long shutdown waits for the last export: a collector that is down must not hold the
@@ -217,11 +220,16 @@ pub struct Telemetry {
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Telemetry {
-    /// Exports what is still queued and stops the exporter, waiting at most three seconds.
+    /// Exports what is still queued and stops the exporter, waiting at most three seconds;
+    /// then writes out the buffered log lines.
     pub async fn shutdown(self) {
-        let Some(provider) = self.provider else {
-            return;
-        };
+        if let Some(provider) = self.provider {
+            Self::flush_traces(provider).await;
+        }
+        self.logs.flush();
+    }
+
+    async fn flush_traces(provider: SdkTracerProvider) {
         // The provider's shutdown blocks until the export task on the runtime answers.
         let flush = tokio::task::spawn_blocking(move || provider.shutdown());
         match tokio::time::timeout(FLUSH_TIMEOUT, flush).await {
@@ -231,6 +239,12 @@ impl Telemetry {
             Err(_) => tracing::warn!("trace export did not flush within 3 s; last spans dropped"),
         }
     }
+}
+
+/// Writes out the log lines still buffered: for a process about to exit without
+/// [`Telemetry::shutdown`].
+pub fn flush_logs() {
+    LogWriter::flush_process();
 }
 
 /// Sets up logs (stderr, `format`, `RUST_LOG` or `default_filter`) and, when the environment
@@ -272,13 +286,15 @@ pub fn init(
             (Some(provider), collector_tls)
         }
     };
+    let writer =
+        LogWriter::get().map_err(|e| format!("cannot start the log writer thread: {e}"))?;
     let logs = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer.clone())
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer.clone())
             .fmt_fields(JsonFields::new())
             .event_format(JsonWithTraceIds(
                 tracing_subscriber::fmt::format().json().flatten_event(true),
@@ -316,7 +332,10 @@ pub fn init(
     if let Some(collector_tls) = collector_tls {
         collector_tls.check_in_background();
     }
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider,
+        logs: writer,
+    })
 }
 
 /// The OTLP exporter for `protocol`. The exporter reads the endpoint, headers, timeout and
