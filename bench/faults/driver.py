@@ -155,7 +155,9 @@ FINDINGS = [
     ("`/openapi.json` did not state limits the API enforces (store number 1..2000 in the path, "
      "orderNumber/customerId lengths, int64 bounds of limit/offset/page, nullable fulfillment fields, "
      "non-empty GraphQL query): schemathesis flagged valid-looking requests refused.",
-     "constraints added to order-api/src/openapi.json", "schemathesis stage"),
+     "constraints stated in the OpenAPI annotations of order-api/src/routes/ (the document is "
+     "generated from them; order-api test `openapi_states_the_enforced_constraints`)",
+     "schemathesis stage"),
     ("The outbox relay sent a batch's XADDs as a plain pipeline. A Redis that finished loading its AOF "
      "mid-pipeline refused the first commands (LOADING) and applied the rest; the retry then published "
      "the refused rows behind later changes of the same orders (stage outbox: 87 events out of order "

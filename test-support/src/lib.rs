@@ -6,6 +6,7 @@
 //! - [`tls`]: a test CA, private PostgreSQL and Redis servers with TLS, PgBouncer and a
 //!   streaming replica, each on a spare port.
 //! - [`fixtures`]: checkout's sample events and orders.
+//! - [`http`]: an HTTP client for the servers' tests, with the service's error body checked.
 //! - [`orders`]: the generator of distinct valid orders.
 //! - [`spare_port`]: a free TCP port.
 //!
@@ -15,6 +16,7 @@
 
 pub mod db;
 pub mod fixtures;
+pub mod http;
 pub mod orders;
 pub mod otlp;
 pub mod tls;

@@ -5,7 +5,7 @@
 
 mod nulls;
 mod resolvers;
-mod types;
+pub(crate) mod types;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

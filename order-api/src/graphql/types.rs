@@ -5,6 +5,7 @@
 use async_graphql::{Enum, ErrorExtensions, InputObject, Object, Result, SimpleObject, ID};
 use order_store::models::{instant, money};
 use order_store::{FulfillmentType, Order, OrderStatus, PaymentStatus};
+use utoipa::ToSchema;
 
 /// A value the schema declares non-null but the stored order lacks: the field fails, and the
 /// null propagates to the nearest nullable parent, as the existing service answers.
@@ -15,8 +16,9 @@ fn present<T>(value: Option<T>, what: &str) -> Result<T> {
     })
 }
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, ToSchema)]
 #[graphql(name = "OrderStatus")]
+#[schema(as = OrderStatus, rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum GqlOrderStatus {
     Created,
     Paid,
@@ -56,8 +58,13 @@ impl From<GqlOrderStatus> for OrderStatus {
 }
 
 /// Includes `PICKUP`, which the existing schema lacked (docs/compatibility.md §6.4).
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, ToSchema)]
 #[graphql(name = "FulfillmentType")]
+#[schema(
+    as = FulfillmentType,
+    rename_all = "SCREAMING_SNAKE_CASE",
+    description = "How the order reaches the customer"
+)]
 pub enum GqlFulfillmentType {
     Immediate,
     WillCall,
@@ -76,8 +83,9 @@ impl From<FulfillmentType> for GqlFulfillmentType {
     }
 }
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, ToSchema)]
 #[graphql(name = "PaymentStatus")]
+#[schema(as = PaymentStatus, rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum GqlPaymentStatus {
     Pending,
     Authorized,
@@ -251,8 +259,10 @@ pub struct FulfillmentDetails {
     instructions: Option<String>,
 }
 
-#[derive(SimpleObject)]
+// Also the schema of the REST answer's `deliveryAddress` (the same keys and values).
+#[derive(SimpleObject, ToSchema)]
 #[graphql(name = "DeliveryAddress")]
+#[schema(rename_all = "camelCase")]
 pub struct DeliveryAddress {
     street1: Option<String>,
     street2: Option<String>,

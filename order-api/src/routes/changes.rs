@@ -5,6 +5,7 @@
 
 use order_store::Order;
 use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
 use warp::filters::BoxedFilter;
 use warp::http::HeaderValue;
 use warp::reply::Response;
@@ -14,6 +15,7 @@ use super::body::json_body;
 use super::orders::decode_path;
 use super::{json_response, with_changes, write, Route};
 use crate::error::ApiError;
+use crate::openapi::{schemas, BodyErrors, Changed, NotFound, OrderId, ReadErrors};
 use crate::service::{self, Edit};
 use crate::validate::{self, Collect, Field};
 use crate::AppState;
@@ -62,9 +64,13 @@ fn optional_text(field: &str, value: Option<&Text>) -> Field<Option<String>> {
     }
 }
 
+// The bodies' fields are read as [`Text`] and validated in the handlers, so that a wrong type
+// gets the field's own message; their schemas state the types and bounds that validation accepts.
+
 /// `PATCH /orders/{orderId}/status` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct StatusBody {
+    #[schema(value_type = schemas::OrderStatus, required = true)]
     status: Option<Text>,
 }
 
@@ -72,6 +78,16 @@ pub struct StatusBody {
 pub const UPDATE_STATUS: Route = Route::patch("/orders/{orderId}/status");
 
 /// `PATCH /orders/{orderId}/status` `{ "status" }`
+#[utoipa::path(
+    patch,
+    path = UPDATE_STATUS.path,
+    operation_id = "updateOrderStatus",
+    summary = "Change the order's status (allowed transitions only)",
+    security(("bearerAuth" = ["order:write"])),
+    params(OrderId),
+    request_body = StatusBody,
+    responses(Changed, ReadErrors, NotFound, BodyErrors)
+)]
 pub fn update_status(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String / "status")
         .and(warp::patch())
@@ -102,12 +118,15 @@ async fn answer_update_status(
     Ok(changed(&order, &state))
 }
 
-/// `PATCH /orders/{orderId}/fulfillment` body.
-#[derive(Debug, Deserialize)]
+/// `PATCH /orders/{orderId}/fulfillment` body: at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FulfillmentBody {
+    #[schema(value_type = Option<String>, format = DateTime)]
     fulfillment_date: Option<Text>,
+    #[schema(value_type = Option<String>)]
     pickup_location: Option<Text>,
+    #[schema(value_type = Option<String>)]
     instructions: Option<Text>,
 }
 
@@ -115,6 +134,16 @@ pub struct FulfillmentBody {
 pub const UPDATE_FULFILLMENT: Route = Route::patch("/orders/{orderId}/fulfillment");
 
 /// `PATCH /orders/{orderId}/fulfillment` `{ fulfillmentDate?, pickupLocation?, instructions? }`
+#[utoipa::path(
+    patch,
+    path = UPDATE_FULFILLMENT.path,
+    operation_id = "updateFulfillment",
+    summary = "Merge fulfillment details (at least one field)",
+    security(("bearerAuth" = ["order:write"])),
+    params(OrderId),
+    request_body = FulfillmentBody,
+    responses(Changed, ReadErrors, NotFound, BodyErrors)
+)]
 pub fn update_fulfillment(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String / "fulfillment")
         .and(warp::patch())
@@ -150,14 +179,16 @@ async fn answer_update_fulfillment(
 }
 
 /// `POST /orders/{orderId}/cancel` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CancelBody {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 10_000)]
     reason: Option<Text>,
 }
 
 /// `POST /orders/{orderId}/notes` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct NoteBody {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 10_000)]
     note: Option<Text>,
 }
 
@@ -178,6 +209,16 @@ fn id_and_text(
 pub const CANCEL: Route = Route::post("/orders/{orderId}/cancel");
 
 /// `POST /orders/{orderId}/cancel` `{ "reason" }`
+#[utoipa::path(
+    post,
+    path = CANCEL.path,
+    operation_id = "cancelOrder",
+    summary = "Cancel the order (from CREATED, PAID or PROCESSING)",
+    security(("bearerAuth" = ["order:write"])),
+    params(OrderId),
+    request_body = CancelBody,
+    responses(Changed, ReadErrors, NotFound, BodyErrors)
+)]
 pub fn cancel(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String / "cancel")
         .and(warp::post())
@@ -203,6 +244,16 @@ async fn answer_cancel(
 pub const ADD_NOTE: Route = Route::post("/orders/{orderId}/notes");
 
 /// `POST /orders/{orderId}/notes` `{ "note" }`
+#[utoipa::path(
+    post,
+    path = ADD_NOTE.path,
+    operation_id = "addOrderNote",
+    summary = "Append a note to the fulfillment instructions",
+    security(("bearerAuth" = ["order:write"])),
+    params(OrderId),
+    request_body = NoteBody,
+    responses(Changed, ReadErrors, NotFound, BodyErrors)
+)]
 pub fn add_note(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String / "notes")
         .and(warp::post())

@@ -10,6 +10,8 @@ use super::{consistency_token, with_state, Route};
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
 use crate::graphql::{Answer, OrderSchema, RequestErrors};
+use crate::openapi::schemas::ErrorBody;
+use crate::openapi::{schemas, BodyErrors};
 use crate::AppState;
 
 /// The route of [`graphql_post()`].
@@ -19,6 +21,24 @@ pub const GRAPHQL: Route = Route::post("/graphql");
 /// request's `X-Consistency-Token`; a document holding a mutation runs wholly on the primary.
 /// The body has the same content type check and size limit as REST bodies (chunked bodies
 /// included), and is read as a GraphQL request the way async-graphql-warp reads one.
+#[utoipa::path(
+    post,
+    path = GRAPHQL.path,
+    operation_id = "graphql",
+    summary = "GraphQL endpoint (schema: docs/compatibility.md §4); queries need order:read, mutations order:write",
+    security(("bearerAuth" = [])),
+    request_body = schemas::GraphQlRequest,
+    responses(
+        (
+            status = 200,
+            description = "GraphQL response (errors carry extensions.classification)",
+            body = Object
+        ),
+        (status = 400, description = "Validation failed or malformed request", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        BodyErrors
+    )
+)]
 pub fn graphql_post(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("graphql")
         .and(warp::post())
@@ -75,6 +95,14 @@ fn graphql_request(
 pub const GRAPHIQL: Route = Route::get("/graphiql");
 
 /// `GET /graphiql`: the GraphiQL page (no token: it holds no data).
+#[utoipa::path(
+    get,
+    path = GRAPHIQL.path,
+    operation_id = "graphiql",
+    summary = "GraphiQL page",
+    security(()),
+    responses((status = 200, description = "HTML page", body = String, content_type = "text/html"))
+)]
 pub fn graphiql() -> BoxedFilter<(Response,)> {
     // Built once: the page is the same for every request.
     let html = async_graphql::http::GraphiQLSource::build()

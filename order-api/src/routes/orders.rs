@@ -5,12 +5,14 @@
 use order_store::orders::{self, OrderFilter};
 use order_store::Order;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::{json_response, query, read, with_reads, Route};
 use crate::error::ApiError;
+use crate::openapi::{schemas, ConsistencyToken, NotFound, OrderId, ReadErrors};
 use crate::service;
 use crate::validate::{self, Collect, Field, Skip};
 use crate::{streaming, AppState};
@@ -27,6 +29,15 @@ pub fn decode_path(segment: &str) -> String {
 pub const BY_ID: Route = Route::get("/orders/{orderId}");
 
 /// `GET /orders/{orderId}`
+#[utoipa::path(
+    get,
+    path = BY_ID.path,
+    operation_id = "getOrder",
+    summary = "One order by id",
+    security(("bearerAuth" = ["order:read"])),
+    params(OrderId, ConsistencyToken),
+    responses((status = 200, description = "The order", body = schemas::Order), ReadErrors, NotFound)
+)]
 pub fn order_by_id(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / String)
         .and(warp::get())
@@ -54,6 +65,18 @@ async fn get_order(id: String, state: AppState) -> Result<Response, Rejection> {
 pub const BY_NUMBER: Route = Route::get("/orders/number/{orderNumber}");
 
 /// `GET /orders/number/{orderNumber}`
+#[utoipa::path(
+    get,
+    path = BY_NUMBER.path,
+    operation_id = "getOrderByNumber",
+    summary = "One order by order number",
+    security(("bearerAuth" = ["order:read"])),
+    params(
+        ("orderNumber" = String, Path, min_length = 1, max_length = 50),
+        ConsistencyToken,
+    ),
+    responses((status = 200, description = "The order", body = schemas::Order), ReadErrors, NotFound)
+)]
 pub fn order_by_number(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / "number" / String)
         .and(warp::get())
@@ -84,10 +107,17 @@ async fn get_order_by_number(number: String, state: AppState) -> Result<Response
     }
 }
 
-/// `?limit=&offset=` of the array endpoints: without `limit`, every order.
-#[derive(Debug, Default, Deserialize)]
+/// `?limit=&offset=` of the array endpoints: without `limit`, every order. Read as text and
+/// validated in [`ListParams::window`], so that a bad value gets the field's own message; the
+/// types and bounds given to the document are those the validation enforces.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Most orders to return (default: all)
+    #[param(value_type = i64, required = false, minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     limit: Option<String>,
+    /// Orders to skip
+    #[param(value_type = i64, required = false, minimum = 0, maximum = 9_223_372_036_854_775_807_i64, default = 0)]
     offset: Option<String>,
 }
 
@@ -113,6 +143,19 @@ impl ListParams {
 pub const BY_STORE: Route = Route::get("/orders/store/{storeNumber}");
 
 /// `GET /orders/store/{storeNumber}?limit=&offset=`
+#[utoipa::path(
+    get,
+    path = BY_STORE.path,
+    operation_id = "getOrdersByStore",
+    summary = "The store's orders, newest first (streamed)",
+    security(("bearerAuth" = ["order:read"])),
+    params(
+        ("storeNumber" = i32, Path, minimum = 1, maximum = 2000),
+        ListParams,
+        ConsistencyToken,
+    ),
+    responses((status = 200, description = "The orders", body = Vec<schemas::Order>), ReadErrors)
+)]
 pub fn orders_by_store(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / "store" / String)
         .and(warp::get())
@@ -143,6 +186,19 @@ async fn list_by_store(
 pub const BY_CUSTOMER: Route = Route::get("/orders/customer/{customerId}");
 
 /// `GET /orders/customer/{customerId}?limit=&offset=`
+#[utoipa::path(
+    get,
+    path = BY_CUSTOMER.path,
+    operation_id = "getOrdersByCustomer",
+    summary = "The customer's orders, newest first (streamed)",
+    security(("bearerAuth" = ["order:read"])),
+    params(
+        ("customerId" = String, Path, min_length = 1, max_length = 100),
+        ListParams,
+        ConsistencyToken,
+    ),
+    responses((status = 200, description = "The orders", body = Vec<schemas::Order>), ReadErrors)
+)]
 pub fn orders_by_customer(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders" / "customer" / String)
         .and(warp::get())
@@ -173,22 +229,41 @@ async fn list_by_customer(
     Ok(streaming::orders_array(state.db.clone(), filter, offset, limit).await?)
 }
 
-/// `GET /orders` query parameters.
-#[derive(Debug, Default, Deserialize)]
+/// `GET /orders` query parameters, read as text and validated in [`answer_search`]; the
+/// types and bounds given to the document are those the validation enforces.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
+    /// Store to search
+    #[param(value_type = i32, required = false, minimum = 1, maximum = 2000)]
     store_number: Option<String>,
+    /// Customer to search
+    #[param(value_type = String, required = false, max_length = 100)]
     customer_id: Option<String>,
+    /// Status name, case-insensitive
+    #[param(value_type = schemas::OrderStatus, required = false)]
     status: Option<String>,
+    /// Earliest createdAt (default: epoch)
+    #[param(value_type = String, required = false, format = DateTime)]
     start_date: Option<String>,
+    /// Latest createdAt (default: now)
+    #[param(value_type = String, required = false, format = DateTime)]
     end_date: Option<String>,
+    /// Page number
+    #[param(value_type = i64, required = false, minimum = 0, maximum = 9_223_372_036_854_775_807_i64, default = 0)]
     page: Option<String>,
+    /// Page size
+    #[param(value_type = i32, required = false, minimum = 1, maximum = 100, default = 20)]
     size: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One page of `GET /orders`.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SearchReply {
+#[schema(as = SearchResult)]
+pub struct SearchReply {
+    #[schema(value_type = Vec<schemas::Order>)]
     orders: Vec<Order>,
     total_count: i64,
     page: i64,
@@ -200,6 +275,22 @@ struct SearchReply {
 pub const SEARCH: Route = Route::get("/orders");
 
 /// `GET /orders?storeNumber=&customerId=&status=&startDate=&endDate=&page=&size=`
+#[utoipa::path(
+    get,
+    path = SEARCH.path,
+    operation_id = "searchOrders",
+    summary = "Search orders (by store or customer), paged",
+    security(("bearerAuth" = ["order:read"])),
+    params(SearchParams, ConsistencyToken),
+    responses(
+        (
+            status = 200,
+            description = "One page of matching orders (empty without storeNumber and customerId)",
+            body = SearchReply
+        ),
+        ReadErrors
+    )
+)]
 pub fn search(state: &AppState) -> BoxedFilter<(Response,)> {
     warp::path!("orders")
         .and(warp::get())

@@ -1,5 +1,6 @@
 //! Test support: keys and tokens made with the `openssl` CLI and `jsonwebtoken`, a real server
-//! on an ephemeral port over a fresh database, and an HTTP client with bounded waits.
+//! on an ephemeral port over a fresh database, and the requests the tests make (over the HTTP
+//! client of `order_test_support::http`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,8 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::Parser as _;
-use hyper::body::HttpBody as _;
-use hyper::{Body, Method, Request, StatusCode};
+use hyper::Method;
 use jsonwebtoken::{EncodingKey, Header};
 use order_api::auth::Auth;
 use order_api::config::Config;
@@ -16,6 +16,7 @@ use order_api::{AppState, Limits};
 use order_store::orders::{self, InsertOutcome};
 use order_store::NewOrder;
 use order_test_support::db::TestDatabase;
+pub use order_test_support::http::{exchange, send, Reply};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -318,60 +319,6 @@ impl TestApp {
     }
 }
 
-/// A response with its body read (and parsed, when it is JSON).
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: hyper::HeaderMap,
-    pub text: String,
-}
-
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text))
-    }
-
-    /// Asserts the docs/compatibility.md §3 error body and returns it.
-    pub fn error(&self, status: u16, path: &str) -> Value {
-        assert_eq!(self.status.as_u16(), status, "{}", self.text);
-        assert_eq!(
-            self.headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok()),
-            Some("application/json"),
-            "{}",
-            self.text
-        );
-        let body = self.json();
-        for key in ["error", "message", "path", "status", "traceId", "details"] {
-            assert!(body.get(key).is_some(), "{key} missing in {body}");
-        }
-        assert_eq!(body["status"], status, "{body}");
-        assert_eq!(body["path"], path, "{body}");
-        body
-    }
-
-    pub fn validation(&self, path: &str) -> Vec<(String, String)> {
-        let body = self.error(400, path);
-        assert_eq!(body["error"], "Bad Request");
-        assert_eq!(body["message"], "Request validation failed");
-        let mut errors: Vec<(String, String)> = body["details"]["validationErrors"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no validationErrors: {body}"))
-            .iter()
-            .map(|e| {
-                (
-                    e["field"].as_str().unwrap().to_owned(),
-                    e["message"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
-        errors.sort();
-        errors
-    }
-}
-
 pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = list
         .iter()
@@ -379,58 +326,6 @@ pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect();
     v.sort();
     v
-}
-
-fn client() -> hyper::Client<hyper::client::HttpConnector> {
-    static CLIENT: OnceLock<hyper::Client<hyper::client::HttpConnector>> = OnceLock::new();
-    CLIENT.get_or_init(hyper::Client::new).clone()
-}
-
-/// Any request; `body` is sent as is with `content_type`.
-pub async fn send(
-    method: Method,
-    url: &str,
-    token: Option<&str>,
-    content_type: Option<&str>,
-    body: Option<Vec<u8>>,
-    headers: &[(&str, &str)],
-) -> Reply {
-    let mut builder = Request::builder().method(method).uri(url);
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
-    if let Some(ct) = content_type {
-        builder = builder.header("content-type", ct);
-    }
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let request = builder
-        .body(body.map_or_else(Body::empty, Body::from))
-        .unwrap();
-    exchange(request).await
-}
-
-/// Sends `request` and reads the whole answer, within [`WAIT`].
-pub async fn exchange(request: hyper::Request<Body>) -> Reply {
-    let fut = async {
-        let response = client().request(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.data().await {
-            bytes.extend_from_slice(&chunk.unwrap());
-        }
-        Reply {
-            status,
-            headers,
-            text: String::from_utf8(bytes).unwrap(),
-        }
-    };
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .expect("request timed out")
 }
 
 pub async fn get(app: &TestApp, path: &str, token: Option<&str>) -> Reply {

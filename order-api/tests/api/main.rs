@@ -7,6 +7,7 @@ mod common;
 mod compat;
 mod graphql;
 mod graphql_requests;
+mod openapi;
 mod outage;
 mod replica;
 mod replica_client;

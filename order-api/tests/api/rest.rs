@@ -1,6 +1,6 @@
 //! The REST endpoints: shapes, validation, writes, bad input, concurrency, operations.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{Duration, TimeZone, Utc};
 use hyper::Method;
@@ -865,67 +865,6 @@ async fn health_metrics_and_openapi() {
     let graphiql = get(&app, "/graphiql", None).await;
     assert_eq!(graphiql.status, 200);
     assert!(graphiql.text.to_lowercase().contains("graphiql"));
-    app.stop().await;
-}
-
-/// The OpenAPI document lists exactly the routes the server answers.
-#[tokio::test]
-async fn openapi_lists_exactly_the_real_routes() {
-    let app = TestApp::start().await;
-    let doc = get(&app, "/openapi.json", None).await;
-    assert_eq!(doc.status, 200);
-    let doc = doc.json();
-    assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
-    let mut documented = HashSet::new();
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        for method in item.as_object().unwrap().keys() {
-            documented.insert((method.to_uppercase(), path.clone()));
-        }
-    }
-    let declared: HashSet<(String, String)> = order_api::routes::ROUTES
-        .iter()
-        .map(|route| (route.method.to_owned(), route.path.to_owned()))
-        .collect();
-    assert_eq!(documented, declared);
-
-    // Every documented route is served (not 404/405), and other methods on it get 405.
-    let samples: HashMap<&str, &str> = [
-        ("{orderId}", "00000000-0000-4000-8000-000000000001"),
-        ("{orderNumber}", "N-1"),
-        ("{storeNumber}", "1"),
-        ("{customerId}", "c-1"),
-    ]
-    .into_iter()
-    .collect();
-    for (method, template) in &declared {
-        let mut path = template.clone();
-        for (placeholder, value) in &samples {
-            path = path.replace(placeholder, value);
-        }
-        let method: Method = method.parse().unwrap();
-        let reply = send(
-            method.clone(),
-            &app.url(&path),
-            None,
-            Some("application/json"),
-            Some(b"{}".to_vec()),
-            &[],
-        )
-        .await;
-        assert!(
-            reply.status != 404 && reply.status != 405,
-            "{method} {path} is documented but answers {}: {}",
-            reply.status,
-            reply.text
-        );
-        let other = if method == Method::DELETE {
-            Method::PUT
-        } else {
-            Method::DELETE
-        };
-        let reply = send(other.clone(), &app.url(&path), None, None, None, &[]).await;
-        assert_eq!(reply.status, 405, "{other} {path}");
-    }
     app.stop().await;
 }
 

@@ -1,5 +1,5 @@
 //! Support of the outbox tests: a Redis of the test's own (so it can be stopped), the real
-//! order-api in-process, a small HTTP client, the updates stream as the tests read it, and the
+//! order-api in-process, requests to it (over `order_test_support::http`), the updates stream as the tests read it, and the
 //! relay in-process or as the real binary.
 
 use std::net::SocketAddr;
@@ -15,10 +15,10 @@ use order_ingest::stream::RedisConn;
 use order_ingest::Metrics;
 use order_store::orders::{self, InsertOutcome};
 use order_store::{NewOrder, Pool};
+use order_test_support::http::send;
 use order_test_support::spare_port;
 use order_test_support::tls::TempDir;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -231,50 +231,23 @@ impl Api {
     }
 }
 
-/// HTTP/1.1 with `Connection: close`: status and body text (chunked bodies decoded).
+/// One request to the server at `addr`, a JSON body if any; the status and the body text.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> (u16, String) {
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
-        String::from_utf8(response).unwrap()
-    };
-    let response = tokio::time::timeout(WAIT, exchange)
-        .await
-        .expect("answered");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut decoded = String::new();
-        let mut rest = body;
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            decoded.push_str(&tail[..size]);
-            rest = &tail[size + 2..];
-        }
-        decoded
-    } else {
-        body.to_owned()
-    };
-    (status, body)
+    let reply = send(
+        method.parse().unwrap(),
+        &format!("http://{addr}{path}"),
+        None,
+        body.map(|_| "application/json"),
+        body.map(|b| b.to_string().into_bytes()),
+        &[],
+    )
+    .await;
+    (reply.status.as_u16(), reply.text)
 }
 
 /// Stores `orders` as ingest would.
