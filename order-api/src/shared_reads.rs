@@ -54,14 +54,13 @@ impl SharedReads {
         let fresh = Arc::new(self.pool.get_owned().await?);
         let (conn, surplus) = {
             let mut slot = self.lock(lane);
-            match &*slot {
+            if let Some(current) = &*slot {
                 // Another read filled the lane meanwhile: share its connection; ours goes
                 // back to the pool (after the lock is released).
-                Some(current) => (current.clone(), Some(fresh)),
-                None => {
-                    *slot = Some(fresh.clone());
-                    (fresh, None)
-                }
+                (current.clone(), Some(fresh))
+            } else {
+                *slot = Some(fresh.clone());
+                (fresh, None)
             }
         };
         drop(surplus);

@@ -119,7 +119,7 @@ async fn a_flyway_created_database_is_adopted_without_data_loss() {
     let after = index_names(&db).await;
     // The first migration added nothing; the second added only the two listing indexes.
     assert_eq!(after.len(), before.len() + 2, "{before:?} -> {after:?}");
-    let legacy = order_store::orders::find_by_order_number(&mut conn, "LEGACY-1")
+    let legacy = order_store::orders::find_by_order_number(&conn, "LEGACY-1")
         .await
         .unwrap()
         .unwrap();

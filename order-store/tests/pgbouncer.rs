@@ -61,9 +61,9 @@ async fn reads_through(bouncer: &PgBouncer, db: &TestDatabase, prepared: OnOff) 
         tasks.push(tokio::spawn(async move {
             let mut failures = Vec::new();
             for _ in 0..100 {
-                let mut conn = pool.get().await.unwrap();
+                let conn = pool.get().await.unwrap();
                 let id = uuid::Uuid::new_v4();
-                match order_store::orders::find_by_id(&mut conn, id).await {
+                match order_store::orders::find_by_id(&conn, id).await {
                     Ok(None) => {}
                     other => failures.push(format!("{other:?}")),
                 }

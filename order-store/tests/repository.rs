@@ -80,11 +80,8 @@ async fn every_fixture_is_stored_read_back_and_written_unchanged() {
             .unwrap();
         assert_eq!(outcome, vec![InsertOutcome::Inserted], "{name}");
 
-        let by_id = orders::find_by_id(&mut conn, order.id)
-            .await
-            .unwrap()
-            .unwrap();
-        let by_number = orders::find_by_order_number(&mut conn, &order.order_number)
+        let by_id = orders::find_by_id(&conn, order.id).await.unwrap().unwrap();
+        let by_number = orders::find_by_order_number(&conn, &order.order_number)
             .await
             .unwrap()
             .unwrap();
@@ -130,10 +127,7 @@ async fn money_survives_every_publisher_form_exactly() {
         orders::insert_if_absent(&mut conn, std::slice::from_ref(&order))
             .await
             .unwrap();
-        let stored = orders::find_by_id(&mut conn, order.id)
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = orders::find_by_id(&conn, order.id).await.unwrap().unwrap();
         let written = serde_json::to_string(&stored).unwrap();
         assert!(
             written.contains(&format!(r#""grandTotal":{printed}"#)),
@@ -157,10 +151,7 @@ async fn reinserting_an_order_is_a_no_op() {
         .unwrap();
     assert_eq!(first, vec![InsertOutcome::Inserted]);
     assert_eq!(second, vec![InsertOutcome::AlreadyPresent]);
-    let stored = orders::find_by_id(&mut conn, order.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = orders::find_by_id(&conn, order.id).await.unwrap().unwrap();
     assert_eq!(
         stored.customer_id.as_deref(),
         Some("cust-1"),
@@ -222,10 +213,10 @@ async fn one_bad_order_fails_alone_and_the_rest_of_the_batch_commits() {
     assert_eq!(outcomes[7], InsertOutcome::Inserted);
 
     for id in [fresh.id, also_fresh.id, existing.id] {
-        assert!(orders::find_by_id(&mut conn, id).await.unwrap().is_some());
+        assert!(orders::find_by_id(&conn, id).await.unwrap().is_some());
     }
     for id in [number_taken.id, too_long.id] {
-        assert!(orders::find_by_id(&mut conn, id).await.unwrap().is_none());
+        assert!(orders::find_by_id(&conn, id).await.unwrap().is_none());
     }
 }
 
@@ -269,7 +260,7 @@ async fn a_nul_character_anywhere_is_rejected_alone() {
         .unwrap();
     assert!(matches!(outcomes[0], InsertOutcome::Rejected(_)));
     assert_eq!(outcomes[1], InsertOutcome::Inserted);
-    assert!(orders::find_by_id(&mut conn, in_jsonb.id)
+    assert!(orders::find_by_id(&conn, in_jsonb.id)
         .await
         .unwrap()
         .is_none());
@@ -354,10 +345,7 @@ async fn every_status_transition_is_allowed_or_refused_by_the_rules() {
     for &from in OrderStatus::ALL {
         for &to in OrderStatus::ALL {
             let order = order_with_status(&mut conn, from).await;
-            let before = orders::find_by_id(&mut conn, order.id)
-                .await
-                .unwrap()
-                .unwrap();
+            let before = orders::find_by_id(&conn, order.id).await.unwrap().unwrap();
             let result = orders::update_status(&mut conn, order.id, to)
                 .await
                 .map(|changed| changed.order);
@@ -383,10 +371,7 @@ async fn every_status_transition_is_allowed_or_refused_by_the_rules() {
                     }
                     other => panic!("{from} -> {to} should be refused, got {other:?}"),
                 }
-                let after = orders::find_by_id(&mut conn, order.id)
-                    .await
-                    .unwrap()
-                    .unwrap();
+                let after = orders::find_by_id(&conn, order.id).await.unwrap().unwrap();
                 assert_eq!(after, before, "a refused change changes nothing");
             }
         }
@@ -459,7 +444,7 @@ async fn fifty_concurrent_status_changes_follow_one_valid_path() {
         );
         current = *next;
     }
-    let stored = orders::find_by_id(&mut pool.get().await.unwrap(), order.id)
+    let stored = orders::find_by_id(&pool.get().await.unwrap(), order.id)
         .await
         .unwrap()
         .unwrap();
@@ -489,7 +474,7 @@ async fn fifty_concurrent_notes_all_survive() {
     for task in tasks {
         task.await.unwrap();
     }
-    let stored = orders::find_by_id(&mut pool.get().await.unwrap(), order.id)
+    let stored = orders::find_by_id(&pool.get().await.unwrap(), order.id)
         .await
         .unwrap()
         .unwrap();
@@ -774,10 +759,7 @@ async fn the_insert_fills_the_defaults_the_table_declares() {
         .await
         .unwrap();
     assert_eq!(outcomes, vec![InsertOutcome::Inserted]);
-    let stored = orders::find_by_id(&mut conn, order.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = orders::find_by_id(&conn, order.id).await.unwrap().unwrap();
     assert_eq!(stored.discount_total, BigDecimal::from(0));
     assert_eq!(stored.status, OrderStatus::Created);
     assert_eq!(stored.payment_status, order_store::PaymentStatus::Pending);

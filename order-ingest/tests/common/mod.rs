@@ -246,10 +246,8 @@ pub async fn row_count(pool: &Pool) -> i64 {
 }
 
 pub async fn stored(pool: &Pool, id: Uuid) -> Option<order_store::Order> {
-    let mut conn = pool.get().await.unwrap();
-    order_store::orders::find_by_id(&mut conn, id)
-        .await
-        .unwrap()
+    let conn = pool.get().await.unwrap();
+    order_store::orders::find_by_id(&conn, id).await.unwrap()
 }
 
 /// Waits until `check` holds, failing the test after `limit`.

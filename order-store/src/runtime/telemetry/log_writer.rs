@@ -76,7 +76,7 @@ impl LogWriter {
 
     /// Writes out what is buffered.
     pub fn flush(&self) {
-        self.shared.write_out(&mut self.shared.lock());
+        Shared::write_out(&mut self.shared.lock());
     }
 }
 
@@ -88,7 +88,7 @@ impl Shared {
     }
 
     /// Writes `buffer` to stderr and empties it. Under the lock, so lines keep their order.
-    fn write_out(&self, buffer: &mut Vec<u8>) {
+    fn write_out(buffer: &mut Vec<u8>) {
         if buffer.is_empty() {
             return;
         }
@@ -109,7 +109,7 @@ fn flush_periodically(shared: &Shared) {
             .unwrap_or_else(PoisonError::into_inner);
         drop(buffer);
         std::thread::sleep(FLUSH_INTERVAL);
-        shared.write_out(&mut shared.lock());
+        Shared::write_out(&mut shared.lock());
     }
 }
 
@@ -124,7 +124,7 @@ impl Write for LineWriter<'_> {
         let was_empty = buffer.is_empty();
         buffer.extend_from_slice(line);
         if buffer.len() >= FLUSH_BYTES {
-            self.shared.write_out(&mut buffer);
+            Shared::write_out(&mut buffer);
         } else if was_empty {
             self.shared.filled.notify_one();
         }
