@@ -198,7 +198,12 @@ def children_max(pname, pattern):
     return max(shares, default=0.0)
 
 
+# The lines reach stderr from the log writer's own thread (order-store's runtime/telemetry/
+# log_writer.rs), outside the event's frames: its inclusive share is added.
+LOG_WRITER_FRAMES = r"log_writer::(flush_periodically|LogWriter::start::)"
 log_share = children_max("ingest_profile", LOG_FRAMES)
+if log_share is not None:
+    log_share += children_max("ingest_profile", LOG_WRITER_FRAMES) or 0.0
 goals.append(("ingest: the log lines' share of the worker's CPU (profiled drain, "
               f"`RUST_LOG={facts.get('profile_rust_log', '?')}`)",
               "n/a" if log_share is None else (f"{log_share:.1f}%" if log_share else "0% (no log frame sampled)"), "< 3%",
@@ -820,7 +825,8 @@ for label, measured, target, ok, key in goals:
             s += f" While draining, PostgreSQL backends take {comm_share('ingest_profile', r'^postgres'):.0f}% of the machine's samples."
     elif key == "ingest_log":
         s += (" The share is the inclusive time of the outermost tracing frame (`Event::dispatch`, which formats "
-              "and writes the line) among the worker's samples.")
+              "the line and appends it to the log buffer) plus that of the log writer's thread (which writes the "
+              "buffer to stderr) among the worker's samples.")
     elif key == "rss":
         over = [x for x in rss if x[0] >= RSS_LIMIT_MIB * 1024]
         s += (f" Over {RSS_LIMIT_MIB} MiB: " + "; ".join(f"{b} {mib(kb)} under {wl}" for kb, b, wl in sorted(over, reverse=True))
