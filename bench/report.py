@@ -205,7 +205,7 @@ log_share = children_max("ingest_profile", LOG_FRAMES)
 if log_share is not None:
     log_share += children_max("ingest_profile", LOG_WRITER_FRAMES) or 0.0
 goals.append(("ingest: the log lines' share of the worker's CPU (profiled drain, "
-              f"`RUST_LOG={facts.get('profile_rust_log', '?')}`)",
+              f"`RUST_LOG={facts.get('profile_rust_log', '?')}`, `LOG_FORMAT={facts.get('log_format', '?')}`)",
               "n/a" if log_share is None else (f"{log_share:.1f}%" if log_share else "0% (no log frame sampled)"), "< 3%",
               None if log_share is None else log_share < 3, "ingest_log"))
 rss = []  # (kB, binary, workload)

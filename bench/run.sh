@@ -58,7 +58,7 @@
 #   --wait-idle S         wait up to S s after the build for the 1-min  [BENCH_WAIT_IDLE=120]
 #                         load average to fall to nproc/2 (shared machine; 0: don't wait)
 #   --no-profile          skip the perf profiles                        [BENCH_PROFILE=0]
-#                         (every binary logs at RUST_LOG=info, the deployed level; the
+#                         (every binary logs as deployed: RUST_LOG=info, LOG_FORMAT=json; the
 #                         profiled ingest drain at BENCH_PROFILE_RUST_LOG, default RUST_LOG)
 #   --no-install          never apt-get/npm install                     [BENCH_INSTALL=0]
 #   --skip-build          use the release binaries already built        [BENCH_SKIP_BUILD=1]
@@ -134,9 +134,10 @@ FLOOR_ADDR="127.0.0.1:$((PORT_BASE + 6))"
 PREFIX="order-bench:$$"
 THREADS="$(nproc)"
 BIN="${BENCH_BIN_DIR:-$ROOT/target/release}"
-# Every binary logs at the deployed level (deploy/k8s/config.yaml): the measured drains pay for
-# the per-order log line as production does, and the profile shows what it costs the worker.
-export BENCH_DIR RUST_LOG="${RUST_LOG:-info}"
+# Every binary logs at the deployed level and in the deployed format (deploy/k8s/config.yaml):
+# the measured drains pay for the per-order log line as production does, and the profile shows
+# what it costs the worker.
+export BENCH_DIR RUST_LOG="${RUST_LOG:-info}" LOG_FORMAT="${LOG_FORMAT:-json}"
 PROFILE_RUST_LOG="${BENCH_PROFILE_RUST_LOG:-$RUST_LOG}"
 
 log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -254,7 +255,7 @@ facts() {
     echo "connections=$CONNECTIONS"; echo "rate=$RATE"; echo "latency_seconds=$LATENCY_SECONDS"
     echo "batch=$BATCH"; echo "stores=$STORES"; echo "existing_seconds=$EXISTING_SECONDS"
     echo "threads=$THREADS"; echo "phases=$PHASES"; echo "profile=$PROFILE"
-    echo "rust_log=$RUST_LOG"; echo "profile_rust_log=$PROFILE_RUST_LOG"
+    echo "rust_log=$RUST_LOG"; echo "log_format=$LOG_FORMAT"; echo "profile_rust_log=$PROFILE_RUST_LOG"
   } > "$f"
 }
 
