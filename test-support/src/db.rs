@@ -75,6 +75,21 @@ impl TestDatabase {
             .await
             .expect("connect to test database")
     }
+
+    /// The one value `sql` (a query of one row and one column) answers, as text, on a
+    /// connection of its own.
+    pub async fn value(&self, sql: &str) -> String {
+        #[derive(diesel::QueryableByName)]
+        struct Value {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            v: String,
+        }
+        diesel::sql_query(format!("SELECT ({sql})::text AS v"))
+            .get_result::<Value>(&mut self.connection().await)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .v
+    }
 }
 
 impl Drop for TestDatabase {

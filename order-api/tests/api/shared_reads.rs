@@ -1,8 +1,6 @@
 //! Reads of one order share a few connections: many at once over a small pool, each answered
 //! with its own order, and a shared connection the server closes is replaced.
 
-use std::process::Command;
-
 use futures_util::future::join_all;
 use order_test_support::db::TestDatabase;
 use serde_json::json;
@@ -23,20 +21,6 @@ async fn app_with_pool(size: &str) -> TestApp {
         ],
     )
     .await
-}
-
-/// `sql`'s one value, run by `psql` on this test's database.
-fn psql(app: &TestApp, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([app.db.url(), "-XAtc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// The server's connections to this test's database.
@@ -91,7 +75,10 @@ async fn concurrent_reads_each_get_their_own_order_over_a_small_pool() {
         }
     });
     join_all(reads).await;
-    let connections: u32 = psql(&app, &format!("SELECT count(*) {SERVER_CONNECTIONS}"))
+    let connections: u32 = app
+        .db
+        .value(&format!("SELECT count(*) {SERVER_CONNECTIONS}"))
+        .await
         .parse()
         .unwrap();
     assert!(connections <= 4, "{connections} connections");
@@ -109,10 +96,12 @@ async fn a_shared_connection_the_server_closes_is_replaced() {
         assert_eq!(get(&app, &path, Some(&token)).await.status, 200);
     }
 
-    let closed = psql(
-        &app,
-        &format!("SELECT count(pg_terminate_backend(pid)) {SERVER_CONNECTIONS}"),
-    );
+    let closed = app
+        .db
+        .value(&format!(
+            "SELECT count(pg_terminate_backend(pid)) {SERVER_CONNECTIONS}"
+        ))
+        .await;
     assert_ne!(closed, "0");
 
     // Each shared connection fails the read that finds it closed (a 503, as any read on a
