@@ -1,7 +1,7 @@
 //! Log lines reach stderr a few at a time instead of one `write` each.
 //!
-//! order-ingest logs a line per stored order; written one by one, the `write` calls cost more
-//! than formatting the lines (docs/decisions.md). Lines are appended to a buffer that a thread
+//! order-ingest logs a line per stored order; written one by one, each line would add a system
+//! call to the order's cost (docs/decisions.md). Lines are appended to a buffer that a thread
 //! writes out every [`FLUSH_INTERVAL`], or at once by the line that fills it past
 //! [`FLUSH_BYTES`] (so a stderr that cannot keep up slows the loggers instead of growing the
 //! buffer). Every line is appended in one piece. What is still buffered is written on
@@ -65,10 +65,13 @@ impl LogWriter {
             .name("log-writer".into())
             .spawn(move || flush_periodically(&flushing))?;
         let writer = Self { shared };
-        let on_panic = writer.clone();
+        let on_panic = writer.shared.clone();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            on_panic.flush();
+            // `try_lock`: a panic on a thread that holds the buffer must not wait for itself.
+            if let Ok(mut buffer) = on_panic.buffer.try_lock() {
+                Shared::write_out(&mut buffer);
+            }
             previous(info);
         }));
         Ok(writer)
