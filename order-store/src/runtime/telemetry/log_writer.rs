@@ -4,9 +4,9 @@
 //! call to the order's cost (docs/decisions.md). Lines are appended to a buffer that a thread
 //! writes out every [`FLUSH_INTERVAL`], or at once by the line that fills it past
 //! [`FLUSH_BYTES`] (so a stderr that cannot keep up slows the loggers instead of growing the
-//! buffer). Every line is appended in one piece. What is still buffered is written on
-//! [`LogWriter::flush`] (at shutdown) and before a panic's message; a process killed outright
-//! loses at most the last interval's lines.
+//! buffer). Every line is appended in one piece. What is still buffered is written by
+//! [`LogWriter::flush_process`] (at shutdown) and before a panic's message; a process killed
+//! outright loses at most the last interval's lines.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -78,7 +78,7 @@ impl LogWriter {
     }
 
     /// Writes out what is buffered.
-    pub fn flush(&self) {
+    fn flush(&self) {
         Shared::write_out(&mut self.shared.lock());
     }
 }

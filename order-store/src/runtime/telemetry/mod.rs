@@ -213,7 +213,6 @@ pub fn trace_export(var: impl Fn(&str) -> Option<String>) -> Result<TraceExport,
 #[must_use = "call shutdown() before exiting, or the last spans are lost"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
-    logs: LogWriter,
 }
 
 /// How long shutdown waits for the last export: a collector that is down must not hold the
@@ -227,7 +226,7 @@ impl Telemetry {
         if let Some(provider) = self.provider {
             Self::flush_traces(provider).await;
         }
-        self.logs.flush();
+        flush_logs();
     }
 
     async fn flush_traces(provider: SdkTracerProvider) {
@@ -294,11 +293,11 @@ pub fn init(
         // and painting every field cost the per-order line a third of its formatting time.
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(writer.clone())
+            .with_writer(writer)
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .with_writer(writer.clone())
+            .with_writer(writer)
             .fmt_fields(JsonFields::new())
             .event_format(JsonWithTraceIds(
                 tracing_subscriber::fmt::format().json().flatten_event(true),
@@ -336,10 +335,7 @@ pub fn init(
     if let Some(collector_tls) = collector_tls {
         collector_tls.check_in_background();
     }
-    Ok(Telemetry {
-        provider,
-        logs: writer,
-    })
+    Ok(Telemetry { provider })
 }
 
 /// The OTLP exporter for `protocol`. The exporter reads the endpoint, headers, timeout and
